@@ -1,0 +1,97 @@
+"""The ASGI app: `create_app(settings)` wires settings to the store, forge, agents and worker."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import AsyncIterator
+
+from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.types import Receive, Scope, Send
+
+from bot.agents import Agents
+from bot.agents.config import load_agent_config
+from bot.api import EXCEPTION_HANDLERS, RequestLog, routes
+from bot.api.auth import DEFAULT_WORKSPACE
+from bot.events import TaskEvents
+from bot.forge import Forges
+from bot.forge.git_remote import GitRemoteForge
+from bot.git import Git
+from bot.redact import Redactor
+from bot.runner import Runner
+from bot.settings import Settings
+from bot.skills import Skills
+from bot.store.sqlite import SqliteStore
+from phases.context import Services
+from phases.worker import Worker
+
+
+def build_services(settings: Settings) -> Services:
+    """Every service, built from settings; nothing is opened or started yet."""
+    redactor = Redactor(settings.secrets)
+    runner = Runner(secrets=settings.secrets)
+    store = SqliteStore(settings.db_path)
+    git = Git(
+        runner,
+        redactor,
+        home=settings.data_dir / "git-home",
+        timeout=settings.git_timeout,
+        author=settings.git_author,
+        server_home=os.environ.get("HOME"),
+    )
+    return Services(
+        settings=settings,
+        store=store,
+        events=TaskEvents(store, redactor),
+        runner=runner,
+        git=git,
+        forges=Forges(GitRemoteForge(git)),
+        agents=Agents(load_agent_config(settings.config_path), settings, runner),
+        skills=Skills(settings.server_skills_dir),
+    )
+
+
+def create_app(settings: Settings | None = None, *, run_worker: bool = True) -> Starlette:
+    """The Nimbus ASGI app; `settings` default to the environment's."""
+    settings = settings or Settings.from_env()
+    services = build_services(settings)
+    worker = Worker(services)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        await services.store.open()
+        await services.store.ensure_workspace(DEFAULT_WORKSPACE, "default")
+        if run_worker:
+            await worker.start()
+        try:
+            yield
+        finally:
+            if run_worker:
+                await worker.stop()
+            await services.store.close()
+
+    app = Starlette(
+        routes=routes(),
+        exception_handlers=EXCEPTION_HANDLERS,
+        middleware=[Middleware(RequestLog)],
+        lifespan=lifespan,
+    )
+    app.state.services = services
+    app.state.worker = worker
+    return app
+
+
+class _EnvApp:
+    """`app.app`: built from the environment on first use, so importing this module does nothing."""
+
+    def __init__(self) -> None:
+        self._app: Starlette | None = None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if self._app is None:
+            self._app = create_app()
+        await self._app(scope, receive, send)
+
+
+app = _EnvApp()

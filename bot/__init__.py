@@ -1,0 +1,1 @@
+"""Nimbus: a self-hosted coding-agent service."""

@@ -1,0 +1,78 @@
+"""Task events: the single way anything about a task is recorded and announced."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from bot.models import Event, NewEvent, Task
+from bot.redact import Redactor
+from bot.store import Store
+
+log = logging.getLogger("nimbus.events")
+
+
+class TaskEvents:
+    """Stores events (redacted) with the task changes they describe, and wakes their listeners."""
+
+    def __init__(self, store: Store, redactor: Redactor) -> None:
+        self.store = store
+        self.redactor = redactor
+        self._versions: dict[str, int] = {}
+        self._changed = asyncio.Condition()
+        # Set on every change, so the worker looks for runnable tasks at once instead of polling.
+        self.activity = asyncio.Event()
+
+    def event(self, event_type: str, **fields: Any) -> NewEvent:
+        """Build an event; every string in it is redacted here."""
+        return NewEvent(event_type, self.redactor.value(fields))
+
+    async def log(self, task_id: str, message: str) -> None:
+        """Record a line a person following the task wants to read."""
+        await self.emit(task_id, self.event("log", message=message))
+
+    async def emit(self, task_id: str, *events: NewEvent) -> list[Event]:
+        stored = await self.store.append_events(task_id, events)
+        await self._announce(task_id)
+        return stored
+
+    async def create(self, task: Task, events: Sequence[NewEvent]) -> Task:
+        created = await self.store.create_task(task, events)
+        await self._announce(task.id)
+        return created
+
+    async def change(
+        self,
+        task_id: str,
+        *,
+        expect: Mapping[str, Any],
+        changes: Mapping[str, Any],
+        events: Sequence[NewEvent] = (),
+    ) -> Task | None:
+        """Persist task changes and their events in one transaction if `expect` still holds."""
+        if changes.get("error"):
+            changes = {**changes, "error": self.redactor.text(changes["error"])}
+        task = await self.store.update_task(task_id, expect=expect, changes=changes, events=events)
+        if task is not None:
+            await self._announce(task_id)
+        return task
+
+    async def _announce(self, task_id: str) -> None:
+        self.activity.set()
+        async with self._changed:
+            self._versions[task_id] = self._versions.get(task_id, 0) + 1
+            self._changed.notify_all()
+
+    async def wait(self, task_id: str, timeout: float) -> None:
+        """Return when the task has news in this process, or after `timeout` (other processes)."""
+        async with self._changed:
+            seen = self._versions.get(task_id, 0)
+            try:
+                await asyncio.wait_for(
+                    self._changed.wait_for(lambda: self._versions.get(task_id, 0) != seen),
+                    timeout,
+                )
+            except TimeoutError:
+                pass

@@ -1,0 +1,43 @@
+"""Forges: where a task's repository comes from and where its results go."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+from bot.models import Repo, Task
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """What publishing a task's branch produced."""
+
+    branch: str
+    pr_url: str | None = None
+
+
+class Forge(Protocol):
+    """One kind of host for repositories: a plain git remote now, GitHub later."""
+
+    async def clone(self, repo: Repo, dest: Path, branch: str | None) -> None:
+        """Clone `repo` into `dest` (with whatever credentials this forge uses)."""
+        ...
+
+    async def publish(self, task: Task, repo: Repo, workdir: Path, branch: str) -> Delivery:
+        """Push the task's branch and open whatever the forge offers for review (a PR)."""
+        ...
+
+    async def notify(self, task: Task) -> None:
+        """Show people the task as it now is (a status comment); a plain remote has nowhere."""
+        ...
+
+
+class Forges:
+    """Chooses the forge for a repository."""
+
+    def __init__(self, default: Forge) -> None:
+        self.default = default
+
+    def for_repo(self, repo: Repo) -> Forge:
+        return self.default

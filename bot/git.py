@@ -1,0 +1,156 @@
+"""Git on a task's clone, always through the runner, with hooks and fsmonitor switched off."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from email.utils import parseaddr
+from pathlib import Path
+
+from bot.errors import GitError
+from bot.redact import Redactor
+from bot.runner import CommandResult, EnvPolicy, Runner
+
+# DESIGN §7: the clone is hostile; none of its configuration may run code.
+_SAFE = ("-c", "core.hooksPath=/dev/null", "-c", "core.fsmonitor=false")
+# Variables a network operation may need for the server's own credentials (credential helper,
+# SSH agent, proxies). Local operations get none of them.
+_NETWORK_ENV = (
+    "SSH_AUTH_SOCK",
+    "GIT_SSH_COMMAND",
+    "GIT_ASKPASS",
+    "SSH_ASKPASS",
+    "HTTPS_PROXY",
+    "HTTP_PROXY",
+    "NO_PROXY",
+    "https_proxy",
+    "http_proxy",
+    "no_proxy",
+    "XDG_CONFIG_HOME",
+)
+
+
+def parse_author(author: str) -> tuple[str, str]:
+    """`Name <email>` into its parts, with Nimbus's defaults for what is missing."""
+    name, email = parseaddr(author)
+    return (name or "Nimbus", email or "nimbus@localhost")
+
+
+class Git:
+    """Git commands in one working folder."""
+
+    def __init__(
+        self,
+        runner: Runner,
+        redactor: Redactor,
+        *,
+        home: Path,
+        timeout: float,
+        author: str,
+        server_home: str | None = None,
+    ) -> None:
+        self.runner = runner
+        self.redactor = redactor
+        self.home = home
+        self.timeout = timeout
+        self.author_name, self.author_email = parse_author(author)
+        self.server_home = server_home
+
+    def _policy(self, network: bool) -> EnvPolicy:
+        extra = {
+            "GIT_TERMINAL_PROMPT": "0",
+            "GIT_AUTHOR_NAME": self.author_name,
+            "GIT_AUTHOR_EMAIL": self.author_email,
+            "GIT_COMMITTER_NAME": self.author_name,
+            "GIT_COMMITTER_EMAIL": self.author_email,
+        }
+        if network and self.server_home:
+            # Pushing and cloning use the server's own git credentials (README: "Pushing").
+            return EnvPolicy(home=Path(self.server_home), pass_env=_NETWORK_ENV, extra=extra)
+        return EnvPolicy(home=self.home, extra={**extra, "GIT_CONFIG_NOSYSTEM": "1"})
+
+    async def run(
+        self, args: Sequence[str], *, cwd: Path, network: bool = False, check: bool = True
+    ) -> CommandResult:
+        """Run `git args`; with `check`, a failure raises GitError with git's own words."""
+        result = await self.runner.run(
+            ["git", *_SAFE, *args], cwd=cwd, timeout=self.timeout, env=self._policy(network)
+        )
+        if check and not result.ok:
+            what = f"git {args[0]}"
+            if result.timed_out:
+                raise GitError(f"{what} timed out after {self.timeout:.0f}s")
+            message = self.redactor.text(result.stderr.strip() or result.stdout.strip())
+            raise GitError(f"{what} failed: {message[-2000:]}")
+        return result
+
+    async def out(self, args: Sequence[str], *, cwd: Path) -> str:
+        return (await self.run(args, cwd=cwd)).stdout.strip()
+
+    async def clone(self, url: str, dest: Path, branch: str | None) -> None:
+        args = ["clone", "--no-recurse-submodules"]
+        if branch:
+            args += ["--branch", branch]
+        await self.run([*args, "--", url, str(dest)], cwd=dest.parent, network=True)
+
+    async def head(self, cwd: Path) -> str:
+        return await self.out(["rev-parse", "HEAD"], cwd=cwd)
+
+    async def current_branch(self, cwd: Path) -> str:
+        return await self.out(["rev-parse", "--abbrev-ref", "HEAD"], cwd=cwd)
+
+    async def tracked_files(self, cwd: Path) -> list[str]:
+        result = await self.run(["ls-files", "-z"], cwd=cwd)
+        return [p for p in result.stdout.split("\0") if p]
+
+    async def reset_to(self, cwd: Path, sha: str) -> None:
+        """Put the working tree back exactly at `sha` (ignored files such as installs stay)."""
+        await self.run(["reset", "--hard", "--quiet", sha], cwd=cwd)
+        await self.run(["clean", "-fd", "--quiet"], cwd=cwd)
+
+    async def changed_paths(self, cwd: Path, base: str) -> list[str]:
+        """Paths that differ from `base` in the working tree, untracked files included."""
+        await self.run(["add", "--all", "--intent-to-add"], cwd=cwd)
+        out = await self.run(["diff", "--name-only", "-z", base], cwd=cwd)
+        return [p for p in out.stdout.split("\0") if p]
+
+    async def commit_all(self, cwd: Path, message: str) -> str:
+        """Commit everything in the working tree (even nothing) and return the new SHA."""
+        await self.run(["add", "--all"], cwd=cwd)
+        await self.run(
+            ["commit", "--quiet", "--allow-empty", "--no-verify", "-m", message], cwd=cwd
+        )
+        return await self.head(cwd)
+
+    async def squash(self, cwd: Path, base: str, message: str) -> str:
+        """Replace everything since `base` with one commit."""
+        await self.run(["reset", "--soft", "--quiet", base], cwd=cwd)
+        return await self.commit_all(cwd, message)
+
+    async def diff(self, cwd: Path, base: str, head: str = "HEAD") -> str:
+        result = await self.run(["diff", "--no-color", "--no-ext-diff", base, head], cwd=cwd)
+        return result.stdout
+
+    async def restore_paths(self, cwd: Path, base: str, paths: Sequence[str]) -> None:
+        """Undo the working tree's changes to `paths` (files new since `base` are removed)."""
+        for path in paths:
+            exists = await self.run(["cat-file", "-e", f"{base}:{path}"], cwd=cwd, check=False)
+            if exists.ok:
+                await self.run(["checkout", base, "--", path], cwd=cwd)
+            else:
+                await self.run(["rm", "-q", "--cached", "--ignore-unmatch", "--", path], cwd=cwd)
+                (cwd / path).unlink(missing_ok=True)
+
+    async def push(self, cwd: Path, remote: str, branch: str) -> None:
+        await self.run(
+            ["push", "--quiet", remote, f"HEAD:refs/heads/{branch}"], cwd=cwd, network=True
+        )
+
+
+_BRANCH_SAFE = re.compile(r"[^A-Za-z0-9._/-]+")
+
+
+def safe_branch(name: str) -> str:
+    """A branch name git accepts, from arbitrary text."""
+    cleaned = _BRANCH_SAFE.sub("-", name).strip("-/.")
+    return re.sub(r"\.{2,}|/{2,}|@\{", "-", cleaned) or "nimbus"

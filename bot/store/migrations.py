@@ -1,0 +1,79 @@
+"""Versioned schema migrations for the SQLite store; each runs once, in order."""
+
+from __future__ import annotations
+
+MIGRATIONS: list[str] = [
+    # 1: the initial schema.
+    """
+    CREATE TABLE workspaces (
+        id TEXT PRIMARY KEY,
+        name TEXT NOT NULL,
+        created_us INTEGER NOT NULL
+    );
+    CREATE TABLE api_keys (
+        key_hash TEXT PRIMARY KEY,
+        workspace_id TEXT NOT NULL REFERENCES workspaces(id),
+        label TEXT NOT NULL,
+        created_us INTEGER NOT NULL
+    );
+    CREATE TABLE repos (
+        id TEXT PRIMARY KEY,
+        workspace_id TEXT NOT NULL REFERENCES workspaces(id),
+        url TEXT NOT NULL,
+        default_branch TEXT,
+        created_us INTEGER NOT NULL,
+        UNIQUE (workspace_id, url)
+    );
+    CREATE TABLE tasks (
+        id TEXT PRIMARY KEY,
+        workspace_id TEXT NOT NULL REFERENCES workspaces(id),
+        repo_id TEXT NOT NULL REFERENCES repos(id),
+        description TEXT NOT NULL,
+        phase TEXT NOT NULL,
+        status TEXT NOT NULL,
+        approval TEXT,
+        outcome TEXT,
+        auto_approve INTEGER NOT NULL DEFAULT 0,
+        skill_name TEXT,
+        agent_name TEXT,
+        branch TEXT,
+        source TEXT,
+        plan TEXT,
+        verification TEXT,
+        review TEXT,
+        usage TEXT NOT NULL,
+        pr_url TEXT,
+        error TEXT,
+        feedback TEXT,
+        fix_attempts INTEGER NOT NULL DEFAULT 0,
+        review_fixes INTEGER NOT NULL DEFAULT 0,
+        cancel_requested INTEGER NOT NULL DEFAULT 0,
+        state TEXT NOT NULL DEFAULT '{}',
+        diff TEXT,
+        lease_owner TEXT,
+        lease_expires REAL,
+        last_seq INTEGER NOT NULL DEFAULT 0,
+        created_us INTEGER NOT NULL,
+        updated_us INTEGER NOT NULL
+    );
+    CREATE INDEX tasks_by_workspace ON tasks (workspace_id, created_us DESC, id DESC);
+    CREATE INDEX tasks_runnable ON tasks (phase, created_us);
+    CREATE TABLE task_events (
+        task_id TEXT NOT NULL REFERENCES tasks(id),
+        seq INTEGER NOT NULL,
+        event_type TEXT NOT NULL,
+        ts_us INTEGER NOT NULL,
+        fields TEXT NOT NULL,
+        PRIMARY KEY (task_id, seq)
+    );
+    CREATE TABLE webhook_deliveries (
+        delivery_id TEXT PRIMARY KEY,
+        event TEXT NOT NULL,
+        payload BLOB NOT NULL,
+        received_us INTEGER NOT NULL,
+        processed_us INTEGER,
+        attempts INTEGER NOT NULL DEFAULT 0,
+        error TEXT
+    );
+    """,
+]

@@ -1,0 +1,444 @@
+"""The embedded store: SQLite in WAL mode, one writer, single-statement claims."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any, TypeVar
+
+import aiosqlite
+
+from bot.models import Event, NewEvent, Repo, Task, Workspace, new_id, now_us
+from bot.store import TASK_COLUMNS
+from bot.store.migrations import MIGRATIONS
+from phases.machine import WORKING, Gate, Outcome, Phase, status_for
+
+T = TypeVar("T")
+
+_JSON_COLUMNS = frozenset({"source", "plan", "verification", "review", "usage", "state"})
+_BOOL_COLUMNS = frozenset({"auto_approve", "cancel_requested"})
+# Every column but the diff, which can be large and is read on its own.
+_TASK_SELECT = (
+    "id, workspace_id, repo_id, description, phase, status, approval, outcome, auto_approve,"
+    " skill_name, agent_name, branch, source, plan, verification, review, usage, pr_url, error,"
+    " feedback, fix_attempts, review_fixes, cancel_requested, state, diff IS NOT NULL AS has_diff,"
+    " lease_owner, lease_expires, last_seq, created_us, updated_us"
+)
+_RUNNABLE = ", ".join(f"'{p}'" for p in sorted(WORKING))
+
+
+def _encode(column: str, value: Any) -> Any:
+    if column in _JSON_COLUMNS:
+        return None if value is None else json.dumps(value)
+    if column in _BOOL_COLUMNS:
+        return int(bool(value))
+    return str(value) if isinstance(value, Phase | Gate | Outcome) else value
+
+
+def _task(row: aiosqlite.Row) -> Task:
+    return Task(
+        id=row["id"],
+        workspace_id=row["workspace_id"],
+        repo_id=row["repo_id"],
+        description=row["description"],
+        phase=Phase(row["phase"]),
+        approval=Gate(row["approval"]) if row["approval"] else None,
+        outcome=Outcome(row["outcome"]) if row["outcome"] else None,
+        auto_approve=bool(row["auto_approve"]),
+        skill_name=row["skill_name"],
+        agent_name=row["agent_name"],
+        branch=row["branch"],
+        source=json.loads(row["source"]) if row["source"] else None,
+        plan=json.loads(row["plan"]) if row["plan"] else None,
+        verification=json.loads(row["verification"]) if row["verification"] else None,
+        review=json.loads(row["review"]) if row["review"] else None,
+        usage=json.loads(row["usage"]),
+        pr_url=row["pr_url"],
+        error=row["error"],
+        feedback=row["feedback"],
+        fix_attempts=row["fix_attempts"],
+        review_fixes=row["review_fixes"],
+        cancel_requested=bool(row["cancel_requested"]),
+        state=json.loads(row["state"]),
+        has_diff=bool(row["has_diff"]),
+        lease_owner=row["lease_owner"],
+        lease_expires=row["lease_expires"],
+        last_seq=row["last_seq"],
+        created_us=row["created_us"],
+        updated_us=row["updated_us"],
+    )
+
+
+def _event(task_id: str, row: aiosqlite.Row) -> Event:
+    return Event(
+        task_id=task_id,
+        seq=row["seq"],
+        event_type=row["event_type"],
+        ts_us=row["ts_us"],
+        fields=json.loads(row["fields"]),
+    )
+
+
+class SqliteStore:
+    """`Store` on one SQLite file: a writer connection behind a lock, and a reader connection."""
+
+    def __init__(self, path: Path, *, busy_timeout_ms: int = 10_000) -> None:
+        self.path = path
+        self.busy_timeout_ms = busy_timeout_ms
+        self._writer: aiosqlite.Connection | None = None
+        self._reader: aiosqlite.Connection | None = None
+        # Writes share one connection, so one coroutine's commit must never include another's
+        # half-done statements: every write transaction holds this lock from BEGIN to COMMIT.
+        self._write_lock = asyncio.Lock()
+
+    async def _connect(self) -> aiosqlite.Connection:
+        conn = await aiosqlite.connect(self.path, isolation_level=None)
+        conn.row_factory = aiosqlite.Row
+        await conn.execute(f"PRAGMA busy_timeout = {self.busy_timeout_ms}")
+        await conn.execute("PRAGMA foreign_keys = ON")
+        await conn.execute("PRAGMA synchronous = NORMAL")
+        return conn
+
+    async def open(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._writer = await self._connect()
+        await self._writer.execute("PRAGMA journal_mode = WAL")
+        await self._migrate()
+        self._reader = await self._connect()
+
+    async def close(self) -> None:
+        for conn in (self._reader, self._writer):
+            if conn is not None:
+                await conn.close()
+        self._reader = self._writer = None
+
+    async def _migrate(self) -> None:
+        async def apply(conn: aiosqlite.Connection) -> None:
+            async with conn.execute("PRAGMA user_version") as cur:
+                (version,) = await cur.fetchone()
+            for number, script in enumerate(MIGRATIONS[version:], start=version + 1):
+                for statement in filter(str.strip, script.split(";")):
+                    await conn.execute(statement)
+                await conn.execute(f"PRAGMA user_version = {number}")
+
+        await self._write(apply)
+
+    async def _write(self, work: Callable[[aiosqlite.Connection], Awaitable[T]]) -> T:
+        # Shielded: a cancelled caller must not leave a transaction open on the shared connection.
+        return await asyncio.shield(self._transaction(work))
+
+    async def _transaction(self, work: Callable[[aiosqlite.Connection], Awaitable[T]]) -> T:
+        assert self._writer is not None, "store is not open"
+        async with self._write_lock:
+            conn = self._writer
+            # IMMEDIATE takes the write lock up front, so another process cannot slip a commit
+            # in between this transaction's read and its write.
+            await conn.execute("BEGIN IMMEDIATE")
+            try:
+                result = await work(conn)
+            except BaseException:
+                await conn.execute("ROLLBACK")
+                raise
+            await conn.execute("COMMIT")
+            return result
+
+    async def _fetchone(self, sql: str, params: Sequence[Any] = ()) -> aiosqlite.Row | None:
+        assert self._reader is not None, "store is not open"
+        async with self._reader.execute(sql, params) as cur:
+            return await cur.fetchone()
+
+    async def _fetchall(self, sql: str, params: Sequence[Any] = ()) -> list[aiosqlite.Row]:
+        assert self._reader is not None, "store is not open"
+        async with self._reader.execute(sql, params) as cur:
+            return list(await cur.fetchall())
+
+    # Workspaces and keys
+
+    async def ensure_workspace(self, workspace_id: str, name: str) -> Workspace:
+        created = now_us()
+
+        async def work(conn: aiosqlite.Connection) -> None:
+            await conn.execute(
+                "INSERT OR IGNORE INTO workspaces (id, name, created_us) VALUES (?, ?, ?)",
+                (workspace_id, name, created),
+            )
+
+        await self._write(work)
+        found = await self.get_workspace(workspace_id)
+        assert found is not None
+        return found
+
+    async def create_workspace(self, name: str) -> Workspace:
+        return await self.ensure_workspace(new_id("ws"), name)
+
+    async def get_workspace(self, workspace_id: str) -> Workspace | None:
+        row = await self._fetchone("SELECT * FROM workspaces WHERE id = ?", (workspace_id,))
+        return Workspace(row["id"], row["name"], row["created_us"]) if row else None
+
+    async def list_workspaces(self) -> list[Workspace]:
+        rows = await self._fetchall("SELECT * FROM workspaces ORDER BY created_us")
+        return [Workspace(r["id"], r["name"], r["created_us"]) for r in rows]
+
+    async def add_api_key(self, workspace_id: str, key_hash: str, label: str) -> None:
+        async def work(conn: aiosqlite.Connection) -> None:
+            await conn.execute(
+                "INSERT INTO api_keys (key_hash, workspace_id, label, created_us)"
+                " VALUES (?, ?, ?, ?)",
+                (key_hash, workspace_id, label, now_us()),
+            )
+
+        await self._write(work)
+
+    async def workspace_for_key(self, key_hash: str) -> str | None:
+        row = await self._fetchone(
+            "SELECT workspace_id FROM api_keys WHERE key_hash = ?", (key_hash,)
+        )
+        return row["workspace_id"] if row else None
+
+    # Repositories
+
+    async def add_repo(self, repo: Repo) -> Repo:
+        """Register `repo`, or return the one already registered with its URL."""
+
+        async def work(conn: aiosqlite.Connection) -> None:
+            await conn.execute(
+                "INSERT INTO repos (id, workspace_id, url, default_branch, created_us)"
+                " VALUES (?, ?, ?, ?, ?) ON CONFLICT (workspace_id, url) DO NOTHING",
+                (repo.id, repo.workspace_id, repo.url, repo.default_branch, repo.created_us),
+            )
+
+        await self._write(work)
+        found = await self.find_repo(repo.workspace_id, repo.url)
+        assert found is not None
+        return found
+
+    @staticmethod
+    def _repo(row: aiosqlite.Row) -> Repo:
+        return Repo(
+            row["id"], row["workspace_id"], row["url"], row["default_branch"], row["created_us"]
+        )
+
+    async def get_repo(self, repo_id: str) -> Repo | None:
+        row = await self._fetchone("SELECT * FROM repos WHERE id = ?", (repo_id,))
+        return self._repo(row) if row else None
+
+    async def find_repo(self, workspace_id: str, url: str) -> Repo | None:
+        row = await self._fetchone(
+            "SELECT * FROM repos WHERE workspace_id = ? AND url = ?", (workspace_id, url)
+        )
+        return self._repo(row) if row else None
+
+    async def list_repos(self, workspace_id: str) -> list[Repo]:
+        rows = await self._fetchall(
+            "SELECT * FROM repos WHERE workspace_id = ? ORDER BY created_us", (workspace_id,)
+        )
+        return [self._repo(r) for r in rows]
+
+    async def set_default_branch(self, repo_id: str, branch: str) -> None:
+        async def work(conn: aiosqlite.Connection) -> None:
+            await conn.execute(
+                "UPDATE repos SET default_branch = ? WHERE id = ? AND default_branch IS NULL",
+                (branch, repo_id),
+            )
+
+        await self._write(work)
+
+    # Tasks and their events
+
+    async def create_task(self, task: Task, events: Sequence[NewEvent]) -> Task:
+        async def work(conn: aiosqlite.Connection) -> None:
+            await conn.execute(
+                "INSERT INTO tasks (id, workspace_id, repo_id, description, phase, status,"
+                " auto_approve, skill_name, agent_name, source, usage, state, last_seq,"
+                " created_us, updated_us) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    task.id,
+                    task.workspace_id,
+                    task.repo_id,
+                    task.description,
+                    str(task.phase),
+                    task.status,
+                    int(task.auto_approve),
+                    task.skill_name,
+                    task.agent_name,
+                    _encode("source", task.source),
+                    _encode("usage", task.usage),
+                    _encode("state", task.state),
+                    len(events),
+                    task.created_us,
+                    task.updated_us,
+                ),
+            )
+            await self._insert_events(conn, task.id, 0, events)
+
+        await self._write(work)
+        found = await self.get_task(task.id)
+        assert found is not None
+        return found
+
+    async def get_task(self, task_id: str) -> Task | None:
+        row = await self._fetchone(f"SELECT {_TASK_SELECT} FROM tasks WHERE id = ?", (task_id,))
+        return _task(row) if row else None
+
+    async def get_diff(self, task_id: str) -> str | None:
+        row = await self._fetchone("SELECT diff FROM tasks WHERE id = ?", (task_id,))
+        return row["diff"] if row else None
+
+    async def list_tasks(
+        self,
+        workspace_id: str,
+        *,
+        status: str | None,
+        repo_id: str | None,
+        limit: int,
+        before: tuple[int, str] | None,
+    ) -> list[Task]:
+        where, params = ["workspace_id = ?"], [workspace_id]
+        if status is not None:
+            where.append("status = ?")
+            params.append(status)
+        if repo_id is not None:
+            where.append("repo_id = ?")
+            params.append(repo_id)
+        if before is not None:
+            where.append("(created_us < ? OR (created_us = ? AND id < ?))")
+            params.extend([before[0], before[0], before[1]])
+        rows = await self._fetchall(
+            f"SELECT {_TASK_SELECT} FROM tasks WHERE {' AND '.join(where)}"
+            " ORDER BY created_us DESC, id DESC LIMIT ?",
+            [*params, limit],
+        )
+        return [_task(r) for r in rows]
+
+    async def update_task(
+        self,
+        task_id: str,
+        *,
+        expect: Mapping[str, Any],
+        changes: Mapping[str, Any],
+        events: Sequence[NewEvent] = (),
+    ) -> Task | None:
+        unknown = (set(expect) | set(changes)) - TASK_COLUMNS
+        assert not unknown, f"not task columns: {unknown}"
+
+        async def work(conn: aiosqlite.Connection) -> bool:
+            async with conn.execute(
+                f"SELECT {_TASK_SELECT} FROM tasks WHERE id = ?", (task_id,)
+            ) as cur:
+                row = await cur.fetchone()
+            if row is None:
+                return False
+            for column, value in expect.items():
+                if row[column] != _encode(column, value):
+                    return False
+            phase = Phase(changes.get("phase", row["phase"]))
+            outcome = changes.get("outcome", row["outcome"])
+            status = status_for(phase, Outcome(outcome) if outcome else None)
+            columns = {k: _encode(k, v) for k, v in changes.items()}
+            columns.update(
+                status=status, updated_us=now_us(), last_seq=row["last_seq"] + len(events)
+            )
+            assignments = ", ".join(f"{c} = ?" for c in columns)
+            await conn.execute(
+                f"UPDATE tasks SET {assignments} WHERE id = ?", [*columns.values(), task_id]
+            )
+            await self._insert_events(conn, task_id, row["last_seq"], events)
+            return True
+
+        if not await self._write(work):
+            return None
+        return await self.get_task(task_id)
+
+    @staticmethod
+    async def _insert_events(
+        conn: aiosqlite.Connection, task_id: str, last_seq: int, events: Sequence[NewEvent]
+    ) -> None:
+        ts = now_us()
+        await conn.executemany(
+            "INSERT INTO task_events (task_id, seq, event_type, ts_us, fields)"
+            " VALUES (?, ?, ?, ?, ?)",
+            [
+                (task_id, last_seq + i, e.event_type, ts, json.dumps(e.fields))
+                for i, e in enumerate(events, start=1)
+            ],
+        )
+
+    async def append_events(self, task_id: str, events: Sequence[NewEvent]) -> list[Event]:
+        async def work(conn: aiosqlite.Connection) -> int:
+            async with conn.execute(
+                "UPDATE tasks SET last_seq = last_seq + ? WHERE id = ? RETURNING last_seq",
+                (len(events), task_id),
+            ) as cur:
+                row = await cur.fetchone()
+            if row is None:
+                return -1
+            start = row["last_seq"] - len(events)
+            await self._insert_events(conn, task_id, start, events)
+            return start
+
+        start = await self._write(work)
+        if start < 0:
+            return []
+        return await self.events_after(task_id, start, limit=len(events))
+
+    async def events_after(self, task_id: str, seq: int, limit: int = 500) -> list[Event]:
+        rows = await self._fetchall(
+            "SELECT seq, event_type, ts_us, fields FROM task_events"
+            " WHERE task_id = ? AND seq > ? ORDER BY seq LIMIT ?",
+            (task_id, seq, limit),
+        )
+        return [_event(task_id, r) for r in rows]
+
+    # The queue
+
+    async def claim_task(self, worker: str, lease_until: float, now: float) -> Task | None:
+        async def work(conn: aiosqlite.Connection) -> str | None:
+            async with conn.execute(
+                "UPDATE tasks SET lease_owner = ?, lease_expires = ? WHERE id = ("
+                f" SELECT id FROM tasks WHERE phase IN ({_RUNNABLE})"
+                " AND (lease_owner IS NULL OR lease_expires < ?)"
+                " ORDER BY created_us LIMIT 1) RETURNING id",
+                (worker, lease_until, now),
+            ) as cur:
+                row = await cur.fetchone()
+            return row["id"] if row else None
+
+        task_id = await self._write(work)
+        return await self.get_task(task_id) if task_id else None
+
+    async def renew_lease(self, task_id: str, worker: str, lease_until: float) -> Task | None:
+        async def work(conn: aiosqlite.Connection) -> bool:
+            cur = await conn.execute(
+                "UPDATE tasks SET lease_expires = ? WHERE id = ? AND lease_owner = ?",
+                (lease_until, task_id, worker),
+            )
+            return cur.rowcount == 1
+
+        if not await self._write(work):
+            return None
+        return await self.get_task(task_id)
+
+    async def release_leases(self, worker: str) -> int:
+        async def work(conn: aiosqlite.Connection) -> int:
+            cur = await conn.execute(
+                "UPDATE tasks SET lease_owner = NULL, lease_expires = NULL WHERE lease_owner = ?",
+                (worker,),
+            )
+            return cur.rowcount
+
+        return await self._write(work)
+
+    # Webhook deliveries (processed by the GitHub layer)
+
+    async def record_delivery(self, delivery_id: str, event: str, payload: bytes) -> bool:
+        async def work(conn: aiosqlite.Connection) -> bool:
+            cur = await conn.execute(
+                "INSERT OR IGNORE INTO webhook_deliveries (delivery_id, event, payload,"
+                " received_us) VALUES (?, ?, ?, ?)",
+                (delivery_id, event, payload, now_us()),
+            )
+            return cur.rowcount == 1
+
+        return await self._write(work)

@@ -1,0 +1,1 @@
+"""The phase machine and a module for each phase that does work."""

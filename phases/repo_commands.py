@@ -1,0 +1,38 @@
+"""The repository's own commands (setup and tests), run in the clone through the runner."""
+
+from __future__ import annotations
+
+from bot.errors import PhaseError
+from bot.runner import CommandResult, EnvPolicy
+from bot.testresults import TestRun, failed_tests
+from phases.context import PhaseRun
+
+
+async def run_shell(ctx: PhaseRun, command: str, timeout: float) -> CommandResult:
+    """Run a command line from the repository's configuration with `sh -c`."""
+    policy = EnvPolicy(home=ctx.home, extra={"CI": "true", "NIMBUS_TASK_ID": ctx.task.id})
+    return await ctx.services.runner.run(
+        ["sh", "-c", command], cwd=ctx.workdir, timeout=timeout, env=policy
+    )
+
+
+async def run_setup(ctx: PhaseRun, command: str | None) -> None:
+    """Run the setup command, if any; a failure stops the task with its output."""
+    if not command:
+        return
+    timeout = ctx.services.settings.setup_timeout
+    await ctx.log(f"setup: {command}")
+    result = await run_shell(ctx, command, timeout)
+    if result.timed_out:
+        raise PhaseError(f"setup command `{command}` did not finish within {timeout:.0f}s")
+    if not result.ok:
+        raise PhaseError(
+            f"setup command `{command}` failed (exit code {result.exit_code}):"
+            f" {result.output[-1500:]}"
+        )
+
+
+async def run_tests(ctx: PhaseRun, command: str) -> tuple[TestRun, CommandResult]:
+    result = await run_shell(ctx, command, ctx.services.settings.test_timeout)
+    run = TestRun(result.exit_code, failed_tests(result.output), result.timed_out)
+    return run, result

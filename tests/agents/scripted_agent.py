@@ -1,0 +1,97 @@
+"""A command agent for the tests: what it does in each phase is chosen by AGENT_MODE.
+
+It follows the command-agent contract (DESIGN §4): the phase in NIMBUS_PHASE, the clone as the
+working directory, the plan on stdout, edits in place, the review as JSON on stdout.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+MODE = os.environ.get("AGENT_MODE", "good")
+PHASE = os.environ["NIMBUS_PHASE"]
+FAIL_IN = os.environ.get("AGENT_FAIL_IN", "")
+SLEEP_IN = os.environ.get("AGENT_SLEEP_IN", "")
+SLEEP = float(os.environ.get("AGENT_SLEEP", "3600"))
+
+GOOD = "\n\ndef multiply(a, b):\n    return a * b\n"
+WRONG = "\n\ndef multiply(a, b):\n    return a + b\n"
+TEST = "from calc import multiply\n\n\ndef test_multiply():\n    assert multiply(3, 4) == 12\n"
+
+
+def record() -> None:
+    """Leave a trace of what the agent saw, for the tests to inspect."""
+    trace = os.environ.get("AGENT_TRACE")
+    if trace:
+        seen = {
+            "phase": PHASE,
+            "cwd": os.getcwd(),
+            "env": dict(os.environ),
+            "prompt": Path(os.environ["NIMBUS_PROMPT_FILE"]).read_text(),
+        }
+        with open(trace, "a") as out:
+            out.write(json.dumps(seen) + "\n")
+
+
+def write_multiply(body: str) -> None:
+    calc = Path("calc.py")
+    text = calc.read_text().split("\n\ndef multiply")[0].rstrip("\n") + "\n"
+    calc.write_text(text + body)
+    Path("tests/test_multiply.py").write_text(TEST)
+
+
+def main() -> int:
+    record()
+    if PHASE == FAIL_IN:
+        print(f"agent broke down in {PHASE}", file=sys.stderr)
+        return 3
+    if PHASE == SLEEP_IN:
+        time.sleep(SLEEP)
+    if PHASE == "plan":
+        if MODE == "garbage":
+            print("\x00\x01 ??? not a plan at all")
+            return 0
+        if MODE == "markdown":
+            print("Here is my plan:\n\n1. Add multiply to calc.py\n2. Test it")
+            return 0
+        steps = [
+            {"title": "Add multiply()", "files": ["calc.py"], "detail": "a * b"},
+            "Test it in tests/test_multiply.py",
+        ]
+        print(json.dumps({"plan": steps}))
+    elif PHASE == "implement":
+        if MODE == "nothing":
+            return 0
+        if MODE == "protected":
+            Path(".github/workflows").mkdir(parents=True, exist_ok=True)
+            Path(".github/workflows/ci.yml").write_text("on: push\n")
+        write_multiply(WRONG if MODE in ("fix-loop", "never-fixed") else GOOD)
+    elif PHASE == "fix":
+        failures = Path(os.environ["NIMBUS_FAILURES_FILE"]).read_text()
+        if MODE == "fix-loop":
+            assert "test_multiply" in failures or MODE == "blocking-review", failures
+            write_multiply(GOOD)
+        elif MODE == "blocking-review":
+            Path("calc.py").write_text(Path("calc.py").read_text() + "\n# reviewed\n")
+    elif PHASE == "review":
+        diff = Path(os.environ["NIMBUS_DIFF_FILE"]).read_text()
+        blocking = MODE == "blocking-review" and "# reviewed" not in diff
+        print(
+            json.dumps(
+                {
+                    "summary": "Looks fine." if not blocking else "multiply needs a note",
+                    "comments": [
+                        {"path": "calc.py", "line": 4, "body": "ok", "blocking": blocking}
+                    ],
+                }
+            )
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
