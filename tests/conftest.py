@@ -36,7 +36,8 @@ AGENTS: dict[str, dict[str, str]] = {
     "protected": {"AGENT_MODE": "protected"},
     "fails": {"AGENT_MODE": "good", "AGENT_FAIL_IN": "implement"},
     "hangs": {"AGENT_MODE": "good", "AGENT_SLEEP_IN": "implement"},
-    "slow": {"AGENT_MODE": "good", "AGENT_SLEEP_IN": "implement", "AGENT_SLEEP": "3"},
+    "slow": {"AGENT_MODE": "good", "AGENT_SLEEP_IN": "implement", "AGENT_SLEEP": "1"},
+    "sleeper": {"AGENT_MODE": "good", "AGENT_SLEEP_IN": "implement"},
 }
 
 
