@@ -70,7 +70,9 @@ def make_repo(
     contents = {
         "calc.py": "def add(a, b):\n    return a + b\n",
         "tests/__init__.py": "",
-        "tests/test_calc.py": "from calc import add\n\n\ndef test_add():\n    assert add(1, 2) == 3\n",
+        "tests/test_calc.py": (
+            "from calc import add\n\n\ndef test_add():\n    assert add(1, 2) == 3\n"
+        ),
         "conftest.py": "",
         **({".github/nimbus.yml": config} if config is not None else {}),
         **(files or {}),
