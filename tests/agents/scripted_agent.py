@@ -17,6 +17,8 @@ PHASE = os.environ["NIMBUS_PHASE"]
 FAIL_IN = os.environ.get("AGENT_FAIL_IN", "")
 SLEEP_IN = os.environ.get("AGENT_SLEEP_IN", "")
 SLEEP = float(os.environ.get("AGENT_SLEEP", "3600"))
+# With this set, the agent sleeps only the first time (it leaves its pid in the file).
+SLEEP_ONCE = os.environ.get("AGENT_SLEEP_ONCE")
 
 GOOD = "\n\ndef multiply(a, b):\n    return a * b\n"
 WRONG = "\n\ndef multiply(a, b):\n    return a + b\n"
@@ -49,7 +51,9 @@ def main() -> int:
     if PHASE == FAIL_IN:
         print(f"agent broke down in {PHASE}", file=sys.stderr)
         return 3
-    if PHASE == SLEEP_IN:
+    if PHASE == SLEEP_IN and not (SLEEP_ONCE and Path(SLEEP_ONCE).exists()):
+        if SLEEP_ONCE:
+            Path(SLEEP_ONCE).write_text(str(os.getpid()))
         time.sleep(SLEEP)
     if PHASE == "plan":
         if MODE == "garbage":
