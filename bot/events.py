@@ -20,8 +20,8 @@ class TaskEvents:
     def __init__(self, store: Store, redactor: Redactor) -> None:
         self.store = store
         self.redactor = redactor
-        self._versions: dict[str, int] = {}
-        self._changed = asyncio.Condition()
+        # One signal per task that somebody waits on; set and dropped when the task has news.
+        self._signals: dict[str, asyncio.Event] = {}
         # Set on every change, so the worker looks for runnable tasks at once instead of polling.
         self.activity = asyncio.Event()
 
@@ -61,18 +61,14 @@ class TaskEvents:
 
     async def _announce(self, task_id: str) -> None:
         self.activity.set()
-        async with self._changed:
-            self._versions[task_id] = self._versions.get(task_id, 0) + 1
-            self._changed.notify_all()
+        signal = self._signals.pop(task_id, None)
+        if signal is not None:
+            signal.set()
 
     async def wait(self, task_id: str, timeout: float) -> None:
         """Return when the task has news in this process, or after `timeout` (other processes)."""
-        async with self._changed:
-            seen = self._versions.get(task_id, 0)
-            try:
-                await asyncio.wait_for(
-                    self._changed.wait_for(lambda: self._versions.get(task_id, 0) != seen),
-                    timeout,
-                )
-            except TimeoutError:
-                pass
+        signal = self._signals.setdefault(task_id, asyncio.Event())
+        try:
+            await asyncio.wait_for(signal.wait(), timeout)
+        except TimeoutError:
+            pass

@@ -66,6 +66,9 @@ class Git:
         }
         if network and self.server_home:
             # Pushing and cloning use the server's own git credentials (README: "Pushing").
+            # Nobody can answer a prompt: ssh must fail rather than wait for one.
+            if "GIT_SSH_COMMAND" not in self.runner.server_env:
+                extra["GIT_SSH_COMMAND"] = "ssh -o BatchMode=yes"
             return EnvPolicy(home=Path(self.server_home), pass_env=_NETWORK_ENV, extra=extra)
         return EnvPolicy(home=self.home, extra={**extra, "GIT_CONFIG_NOSYSTEM": "1"})
 
