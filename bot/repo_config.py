@@ -78,7 +78,8 @@ def parse_repo_config(text: str | None) -> tuple[RepoConfig, list[str]]:
         raise ConfigError(f"{CONFIG_PATH} must be a mapping of settings, got {type(data).__name__}")
     warnings: list[str] = []
     known = {f for f in RepoConfig.__dataclass_fields__}
-    for key in sorted(set(data) - known):
+    # YAML reads keys such as `on:` as booleans: compare and sort them as text.
+    for key in sorted(set(data) - known, key=str):
         warnings.append(f"{CONFIG_PATH}: unknown setting `{key}` ignored")
     values: dict[str, Any] = {}
     for key in ("test_command", "setup_command"):

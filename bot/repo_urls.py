@@ -9,11 +9,17 @@ from urllib.parse import urlsplit
 from bot.errors import Unprocessable
 
 _SCP_LIKE = re.compile(r"^[A-Za-z0-9._-]+@[A-Za-z0-9.-]+:[^\s]+$")
-_BRANCH = re.compile(r"^(?!-)(?!.*\.\.)(?!.*//)[A-Za-z0-9._/-]{1,200}(?<![/.])$")
+_BRANCH = re.compile(r"^(?!-)(?!.*\.\.)[A-Za-z0-9._/-]{1,200}$")
 
 
 def valid_branch(name: str) -> bool:
-    return bool(_BRANCH.match(name)) and not name.endswith(".lock")
+    """What `git check-ref-format --branch` accepts, for the characters Nimbus allows."""
+    if not _BRANCH.match(name):
+        return False
+    return all(
+        part and not part.startswith(".") and not part.endswith((".lock", "."))
+        for part in name.split("/")
+    )
 
 
 def normalize_repo_url(url: str, *, allow_local: bool, data_dir: Path) -> str:
@@ -25,8 +31,8 @@ def normalize_repo_url(url: str, *, allow_local: bool, data_dir: Path) -> str:
         return url
     parts = urlsplit(url)
     if parts.scheme in ("https", "ssh"):
-        if not parts.hostname:
-            raise Unprocessable(f"field 'url': {url!r} has no host")
+        if not parts.hostname or parts.hostname.startswith("-"):
+            raise Unprocessable(f"field 'url': {url!r} has no valid host")
         if parts.password is not None or (parts.scheme == "https" and parts.username):
             raise Unprocessable(
                 "field 'url' must not carry credentials: Nimbus uses the server's git"

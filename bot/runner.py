@@ -89,13 +89,13 @@ class Runner:
         env = {
             "PATH": self.server_env.get("PATH", "/usr/local/bin:/usr/bin:/bin"),
             "LANG": self.server_env.get("LANG", "C.UTF-8"),
-            "HOME": str(policy.home),
         }
         for name in policy.pass_env:
             if name in self.server_env and not name.startswith("NIMBUS_"):
                 env[name] = self.server_env[name]
         env.update(policy.extra)
-        return {k: v for k, v in env.items() if v not in self.secrets}
+        env["HOME"] = str(policy.home)  # always the command's own, never the server's
+        return {k: v for k, v in env.items() if not any(s in v for s in self.secrets)}
 
     async def run(
         self,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+import math
 import os
 import socket
 from collections.abc import Mapping
@@ -14,9 +15,10 @@ from bot.errors import ConfigError
 DEFAULT_GIT_AUTHOR = "Nimbus <nimbus@localhost>"
 
 
-def _default_data_dir() -> Path:
-    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
-    return Path(base) / "nimbus"
+def _default_data_dir(env: Mapping[str, str] | None = None) -> Path:
+    env = os.environ if env is None else env
+    home = env.get("HOME") or str(Path.home())
+    return Path(env.get("XDG_DATA_HOME") or Path(home) / ".local" / "share") / "nimbus"
 
 
 def is_loopback(host: str) -> bool:
@@ -92,7 +94,7 @@ class Settings:
         """Read `NIMBUS_*` variables; a malformed value raises ConfigError naming it."""
         env = os.environ if env is None else env
         r = _Reader(env)
-        data_dir = r.path("NIMBUS_DATA_DIR") or _default_data_dir()
+        data_dir = r.path("NIMBUS_DATA_DIR") or _default_data_dir(env)
         return cls(
             data_dir=data_dir,
             database_path=r.path("NIMBUS_DATABASE_PATH"),
@@ -153,8 +155,8 @@ class _Reader:
             number = float(value)
         except ValueError:
             raise ConfigError(f"{name} must be a number of seconds, got {value!r}") from None
-        if number < minimum:
-            raise ConfigError(f"{name} must be at least {minimum}, got {number}")
+        if not math.isfinite(number) or number < minimum:
+            raise ConfigError(f"{name} must be a finite number, at least {minimum}, got {value!r}")
         return number
 
     def bool(self, name: str) -> bool | None:

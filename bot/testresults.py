@@ -8,7 +8,7 @@ from typing import Any
 
 # Lines naming one failed test, for the runners INDEXING can detect.
 _FAILURE_PATTERNS = (
-    re.compile(r"^(?:FAILED|ERROR) (\S+?)(?: - .*)?$", re.M),  # pytest's short summary
+    re.compile(r"^(?:FAILED|ERROR) (.+?)(?: - .*)?$", re.M),  # pytest's short summary
     re.compile(r"^\s*--- FAIL: (\S+)", re.M),  # go test
     re.compile(r"^test (\S+) \.\.\. FAILED$", re.M),  # cargo test
     re.compile(r"^\s*not ok \d+ - (.+)$", re.M),  # TAP (node --test, prove)
@@ -18,6 +18,8 @@ _FAILURE_PATTERNS = (
 @dataclass(frozen=True)
 class TestRun:
     """One run of the test command, as far as judging goes."""
+
+    __test__ = False  # not a pytest test class, despite its name
 
     exit_code: int | None
     failures: frozenset[str]
