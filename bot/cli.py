@@ -38,7 +38,14 @@ def serve(settings: Settings) -> int:
     )
     app = create_app(settings)
     # Bound here rather than by uvicorn, so that port 0 can be announced once it is known.
-    sock = _listen(settings.host, settings.port)
+    try:
+        sock = _listen(settings.host, settings.port)
+    except OSError as exc:
+        print(
+            f"error: cannot listen on {settings.host}:{settings.port}: {exc.strerror}",
+            file=sys.stderr,
+        )
+        return 2
     host, port = sock.getsockname()[:2]
     config = uvicorn.Config(
         app,
@@ -118,7 +125,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     if args.command == "serve":
         overrides = {k: v for k, v in (("host", args.host), ("port", args.port)) if v is not None}
-        return serve(settings.with_overrides(**overrides))
+        try:
+            return serve(settings.with_overrides(**overrides))
+        except ConfigError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
     if args.command == "workspace" and args.action == "create":
         return asyncio.run(_with_store(settings, lambda s: _workspace_create(s, args.name)))
     if args.command == "workspace":

@@ -120,7 +120,8 @@ class Runner:
                 stderr=asyncio.subprocess.PIPE,
                 start_new_session=True,
             )
-        except (FileNotFoundError, PermissionError, NotADirectoryError) as exc:
+        except OSError as exc:
+            # Missing program, no permission, argument list too long: the command never ran.
             return CommandResult(tuple(argv), 127, "", f"cannot run {argv[0]}: {exc}", False, 0.0)
         out, err = _Tail(output_limit), _Tail(output_limit)
         pumps = [

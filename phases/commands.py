@@ -60,6 +60,8 @@ async def cancel(events: TaskEvents, task: Task, *, by: str = "api") -> Task:
     """Cancel in whatever phase; a running phase is stopped by its worker, then CLEANUP runs."""
     if task.phase in TERMINAL or task.outcome == Outcome.CANCELLED:
         raise Conflict(f"{_where(task)}: it cannot be cancelled (again)")
+    if task.outcome == Outcome.FAILED:
+        raise Conflict(f"{_where(task)}: it already failed ({task.error}) and is cleaning up")
     held = task.lease_owner is not None and (task.lease_expires or 0) > time.time()
     working = task.phase in WORKING and task.phase != Phase.QUEUED and held
     changes: dict[str, Any] = {

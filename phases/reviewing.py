@@ -6,6 +6,9 @@ from bot.errors import PhaseError
 from phases.context import PhaseRun, Step
 from phases.machine import Trigger
 
+# Every follower receives every event: a huge diff is cut there (the API serves it whole).
+DIFF_EVENT_LIMIT = 512 * 1024
+
 
 def _findings(review: dict) -> str:
     lines = [review.get("summary") or ""]
@@ -44,5 +47,12 @@ async def run(ctx: PhaseRun) -> Step:
     return Step(
         Trigger.REVIEWED,
         changes={"review": review, "usage": usage},
-        events=[ctx.event("diff", diff=diff)],
+        events=[ctx.event("diff", diff=_for_event(diff, ctx.task.id))],
     )
+
+
+def _for_event(diff: str, task_id: str) -> str:
+    """The diff as the event carries it: cut when huge (the whole one is at GET …/diff)."""
+    if len(diff) <= DIFF_EVENT_LIMIT:
+        return diff
+    return diff[:DIFF_EVENT_LIMIT] + f"\n[… diff cut: GET /tasks/{task_id}/diff has all of it]\n"

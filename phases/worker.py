@@ -123,8 +123,13 @@ class Worker:
                 current = await self._run_phase(current)
         except asyncio.CancelledError:
             raise
-        except Exception:
-            log.exception("task %s: the worker failed; the task goes back to the queue", task.id)
+        except Exception as exc:
+            log.exception("task %s: the worker failed", task.id)
+            # Never leave it to be claimed and fail the same way forever: end it, saying why.
+            with contextlib.suppress(Exception):
+                latest = await self.services.store.get_task(task.id)
+                if latest is not None and latest.lease_owner == self.name:
+                    await self._fail(latest, f"{latest.phase}: {_internal(exc)}")
         finally:
             self._running.pop(task.id, None)
             with contextlib.suppress(Exception):

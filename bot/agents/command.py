@@ -10,6 +10,8 @@ from bot.runner import EnvPolicy, Runner
 
 # stderr kept in the task's error when the agent fails.
 _STDERR_TAIL = 2000
+# Linux refuses a single argument over 128 KiB (MAX_ARG_STRLEN); stay clear of it.
+_MAX_ARGUMENT = 120 * 1024
 
 
 class CommandAgent:
@@ -49,6 +51,11 @@ class CommandAgent:
         prompt = render_prompt(request)
         nimbus_env = self._write_inputs(request, prompt)
         argv = [part.replace("{prompt}", prompt) for part in self.spec.command]
+        if any(len(part.encode()) > _MAX_ARGUMENT for part in argv):
+            raise AgentError(
+                f"agent '{self.name}': the {request.phase} prompt is too long for one command-line"
+                " argument; read it from NIMBUS_PROMPT_FILE instead of using {prompt}"
+            )
         policy = EnvPolicy(
             home=request.task_dir / "home",
             pass_env=self.spec.pass_env,
