@@ -9,7 +9,7 @@ from bot.errors import Conflict
 from bot.events import TaskEvents
 from bot.models import Task
 from phases.machine import TERMINAL, WORKING, Gate, Outcome, Phase, Trigger, advance
-from phases.worker import phase_event
+from phases.phase_events import phase_event
 
 # command -> (the gate it answers, the trigger it fires, what it records in the log)
 DECISIONS: dict[str, tuple[Gate, Trigger, str]] = {

@@ -10,20 +10,18 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from bot.errors import NimbusError
-from bot.events import TaskEvents
 from bot.models import NewEvent, Task
 from phases import cleanup, cloning, fixing, implementing, indexing, planning, reviewing, verifying
 from phases.context import LeaseLost, PhaseRun, Services, Step
 from phases.machine import (
     WORKING,
-    Gate,
     Outcome,
     Phase,
     Trigger,
     advance,
     end_phase,
-    status_for,
 )
+from phases.phase_events import error_event, phase_event
 
 log = logging.getLogger("nimbus.worker")
 
@@ -39,18 +37,6 @@ RUNNERS: dict[Phase, PhaseFn] = {
     Phase.REVIEWING: reviewing.run,
     Phase.CLEANUP: cleanup.run,
 }
-
-
-def phase_event(
-    events: TaskEvents, phase: Phase, outcome: Outcome | None, gate: Gate | None = None
-) -> NewEvent:
-    """The event of a phase change; it carries the status a caller would poll."""
-    return events.event(
-        "phase",
-        phase=str(phase),
-        status=status_for(phase, outcome),
-        approval=str(gate) if gate else None,
-    )
 
 
 class _Stop(Exception):
@@ -233,7 +219,7 @@ class Worker:
             if final == Phase.DONE:
                 finished.append(events.event("done", pr_url=step.changes.get("pr_url")))
             else:
-                finished.append(_error_event(events, task.error, task.outcome))
+                finished.append(error_event(events, task.error, task.outcome))
             return await self._persist(
                 task,
                 {
@@ -282,13 +268,8 @@ class Worker:
         return await self._persist(
             task,
             changes,
-            [phase_event(events, Phase.FAILED, outcome), _error_event(events, error, outcome)],
+            [phase_event(events, Phase.FAILED, outcome), error_event(events, error, outcome)],
         )
-
-
-def _error_event(events: TaskEvents, error: str | None, outcome: Outcome | None) -> NewEvent:
-    status = "cancelled" if outcome == Outcome.CANCELLED else "failed"
-    return events.event("error", error=error or status, status=status)
 
 
 def _internal(exc: BaseException) -> str:

@@ -17,7 +17,7 @@ from bot.skills import valid_skill_name
 from phases import commands
 from phases.context import Services
 from phases.machine import STATUSES, Phase
-from phases.worker import phase_event
+from phases.phase_events import phase_event
 
 MAX_DESCRIPTION = 20_000
 DEFAULT_LIMIT, MAX_LIMIT = 50, 200
