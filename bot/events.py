@@ -20,8 +20,10 @@ class TaskEvents:
     def __init__(self, store: Store, redactor: Redactor) -> None:
         self.store = store
         self.redactor = redactor
-        # One signal per task that somebody waits on; set and dropped when the task has news.
+        # One signal per task that somebody waits on; set and dropped when the task has news:
+        # any event for followers, a change of the task itself for the worker running it.
         self._signals: dict[str, asyncio.Event] = {}
+        self._changes: dict[str, asyncio.Event] = {}
         # Set on every change, so the worker looks for runnable tasks at once instead of polling.
         self.activity = asyncio.Event()
 
@@ -35,7 +37,7 @@ class TaskEvents:
 
     async def emit(self, task_id: str, *events: NewEvent) -> list[Event]:
         stored = await self.store.append_events(task_id, events)
-        await self._announce(task_id)
+        await self._announce(task_id, runnable=False)
         return stored
 
     async def create(self, task: Task, events: Sequence[NewEvent]) -> Task:
@@ -59,15 +61,21 @@ class TaskEvents:
             await self._announce(task_id)
         return task
 
-    async def _announce(self, task_id: str) -> None:
-        self.activity.set()
-        signal = self._signals.pop(task_id, None)
-        if signal is not None:
-            signal.set()
+    async def _announce(self, task_id: str, *, runnable: bool = True) -> None:
+        # Log lines change nothing a worker could claim or act on; task changes may.
+        waiting = [self._signals]
+        if runnable:
+            self.activity.set()
+            waiting.append(self._changes)
+        for signals in waiting:
+            signal = signals.pop(task_id, None)
+            if signal is not None:
+                signal.set()
 
-    async def wait(self, task_id: str, timeout: float) -> None:
+    async def wait(self, task_id: str, timeout: float, *, changes_only: bool = False) -> None:
         """Return when the task has news in this process, or after `timeout` (other processes)."""
-        signal = self._signals.setdefault(task_id, asyncio.Event())
+        signals = self._changes if changes_only else self._signals
+        signal = signals.setdefault(task_id, asyncio.Event())
         try:
             await asyncio.wait_for(signal.wait(), timeout)
         except TimeoutError:

@@ -110,8 +110,8 @@ class Runner:
         """Run `argv`; on timeout or cancellation the whole process group is killed."""
         started = time.monotonic()
         env.home.mkdir(parents=True, exist_ok=True)
-        try:
-            proc = await asyncio.create_subprocess_exec(
+        spawn = asyncio.ensure_future(
+            asyncio.create_subprocess_exec(
                 *argv,
                 cwd=cwd,
                 env=self.environment(env),
@@ -120,9 +120,17 @@ class Runner:
                 stderr=asyncio.subprocess.PIPE,
                 start_new_session=True,
             )
+        )
+        try:
+            proc = await asyncio.shield(spawn)
         except OSError as exc:
             # Missing program, no permission, argument list too long: the command never ran.
             return CommandResult(tuple(argv), 127, "", f"cannot run {argv[0]}: {exc}", False, 0.0)
+        except asyncio.CancelledError:
+            # The process may already run (its pipes were still connecting): end its group.
+            with contextlib.suppress(Exception):
+                _kill_group((await spawn).pid)
+            raise
         out, err = _Tail(output_limit), _Tail(output_limit)
         pumps = [
             asyncio.create_task(_pump(proc.stdout, out)),  # type: ignore[arg-type]
@@ -148,6 +156,9 @@ class Runner:
                 await asyncio.wait(pending, timeout=_DRAIN_SECONDS)
         except BaseException:
             _kill_group(proc.pid)
+            # Reap it, so no process outlives the run that started it (bounded: it was killed).
+            with contextlib.suppress(BaseException):
+                await asyncio.wait_for(asyncio.shield(proc.wait()), _DRAIN_SECONDS)
             raise
         finally:
             for pump in pumps:

@@ -10,7 +10,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from bot.errors import NimbusError
-from bot.models import NewEvent, Task
+from bot.models import NewEvent, Repo, Task
 from phases import cleanup, cloning, fixing, implementing, indexing, planning, reviewing, verifying
 from phases.context import LeaseLost, PhaseRun, Services, Step
 from phases.machine import (
@@ -26,6 +26,8 @@ from phases.phase_events import error_event, phase_event
 log = logging.getLogger("nimbus.worker")
 
 PhaseFn = Callable[[PhaseRun], Awaitable[Step]]
+# How often a running phase looks for a cancel made by another process.
+_CHECK_SECONDS = 2.0
 
 RUNNERS: dict[Phase, PhaseFn] = {
     Phase.CLONING: cloning.run,
@@ -55,6 +57,8 @@ class Worker:
         self.settings = services.settings
         self.name = self.settings.worker_name
         self._running: dict[str, asyncio.Task[None]] = {}
+        # The repository of each running task, read once per claim.
+        self._repos: dict[str, Repo] = {}
         self._loop: asyncio.Task[None] | None = None
 
     @property
@@ -104,6 +108,11 @@ class Worker:
 
     async def _drive(self, task: Task) -> None:
         try:
+            repo = await self.services.store.get_repo(task.repo_id)
+            if repo is None:
+                await self._fail(task, f"{task.phase}: the task's repository is gone")
+                return
+            self._repos[task.id] = repo
             current: Task | None = task
             while current is not None and current.phase in WORKING:
                 current = await self._run_phase(current)
@@ -118,6 +127,7 @@ class Worker:
                     await self._fail(latest, f"{latest.phase}: {_internal(exc)}")
         finally:
             self._running.pop(task.id, None)
+            self._repos.pop(task.id, None)
             with contextlib.suppress(Exception):
                 await asyncio.shield(self._release(task.id))
             self.services.events.activity.set()
@@ -135,10 +145,9 @@ class Worker:
             return await self._apply(task, Step(Trigger.START))
         if task.cancel_requested and task.phase != Phase.CLEANUP:
             return await self._to_cleanup(task, None)
-        repo = await self.services.store.get_repo(task.repo_id)
-        if repo is None:
-            return await self._fail(task, f"{task.phase}: the task's repository is gone")
-        ctx = PhaseRun(task=task, repo=repo, services=self.services, worker=self.name)
+        ctx = PhaseRun(
+            task=task, repo=self._repos[task.id], services=self.services, worker=self.name
+        )
         job = asyncio.create_task(RUNNERS[task.phase](ctx))
         try:
             step = await self._supervise(task, job)
@@ -167,7 +176,9 @@ class Worker:
         next_renewal = time.monotonic() + renew_every
         try:
             while not job.done():
-                news = asyncio.create_task(self.services.events.wait(task.id, renew_every))
+                news = asyncio.create_task(
+                    self.services.events.wait(task.id, _CHECK_SECONDS, changes_only=True)
+                )
                 await asyncio.wait({job, news}, return_when=asyncio.FIRST_COMPLETED)
                 news.cancel()
                 if job.done():
@@ -203,7 +214,7 @@ class Worker:
         return updated
 
     async def _notify(self, task: Task) -> None:
-        repo = await self.services.store.get_repo(task.repo_id)
+        repo = self._repos.get(task.id)
         if repo is None:
             return
         try:

@@ -98,6 +98,12 @@ class Body:
                 f" {json.dumps(value)[:60]}"
             )
         if f.type is str:
+            try:
+                value.encode("utf-8")
+            except UnicodeEncodeError:
+                raise Unprocessable(
+                    f"field {f.name!r} is not valid Unicode (it holds a lone surrogate)"
+                ) from None
             if f.required and not f.nullable and not value.strip():
                 raise Unprocessable(f"field {f.name!r} must not be empty")
             if f.max_length and len(value) > f.max_length:
@@ -114,6 +120,8 @@ class Body:
             raise BadRequest(f"the request has no body; send a JSON object with {self._names()}")
         try:
             data = json.loads(raw)
-        except (ValueError, UnicodeDecodeError) as exc:
+        except ValueError as exc:
             raise BadRequest(f"the body is not valid JSON ({exc}); send a JSON object") from None
+        except RecursionError:
+            raise BadRequest("the body's JSON is nested too deeply; send a flat object") from None
         return self.check(data)

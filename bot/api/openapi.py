@@ -33,6 +33,8 @@ TASK = {
         "plan",
         "verification",
         "usage",
+        "review",
+        "fix_attempts",
     ],
     "properties": {
         "id": {"type": "string", "example": "task-3f9a0c1d2e4b5a69"},
@@ -343,7 +345,10 @@ def build_openapi() -> dict[str, Any]:
                 "get": {
                     "summary": "This document",
                     "responses": {
-                        "200": {"description": "OpenAPI 3.1", "content": {"application/json": {}}}
+                        "200": {
+                            "description": "OpenAPI 3.1",
+                            "content": {"application/json": {"schema": {"type": "object"}}},
+                        }
                     },
                 }
             },

@@ -115,7 +115,7 @@ def _cursor(task: Task) -> str:
 def _parse_cursor(cursor: str) -> tuple[int, str]:
     try:
         created, task_id = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
-        if isinstance(created, int) and isinstance(task_id, str):
+        if isinstance(created, int) and 0 <= created < 2**63 and isinstance(task_id, str):
             return created, task_id
     except (ValueError, TypeError, binascii.Error):
         pass
@@ -125,7 +125,7 @@ def _parse_cursor(cursor: str) -> tuple[int, str]:
 def _limit(value: str | None) -> int:
     if value is None:
         return DEFAULT_LIMIT
-    if not value.isdigit() or not 1 <= int(value) <= MAX_LIMIT:
+    if not (value.isascii() and value.isdigit()) or not 1 <= int(value) <= MAX_LIMIT:
         raise Unprocessable(f"parameter 'limit' must be a whole number from 1 to {MAX_LIMIT}")
     return int(value)
 

@@ -62,6 +62,6 @@ async def _until_disconnect(websocket: WebSocket) -> None:
 def _since(value: str | None) -> int:
     if value is None:
         return 0
-    if not value.isdigit():
+    if not (value.isascii() and value.isdigit()):
         raise Unprocessable("parameter 'since' must be an event seq (a whole number)")
     return int(value)

@@ -144,31 +144,44 @@ class SqliteStore:
             await conn.execute("COMMIT")
             return result
 
-    async def _fetchone(self, sql: str, params: Sequence[Any] = ()) -> aiosqlite.Row | None:
-        assert self._reader is not None, "store is not open"
-        async with self._reader.execute(sql, params) as cur:
-            return await cur.fetchone()
+    async def _fetchall(
+        self, sql: str, params: Sequence[Any] = (), conn: aiosqlite.Connection | None = None
+    ) -> list[aiosqlite.Row]:
+        """Run a query to completion in one call. A cursor left open across awaits would keep
+        the shared reader's snapshot alive, and later reads would miss newer commits."""
+        conn = conn or self._reader
+        assert conn is not None, "store is not open"
+        return list(await conn.execute_fetchall(sql, params))
 
-    async def _fetchall(self, sql: str, params: Sequence[Any] = ()) -> list[aiosqlite.Row]:
-        assert self._reader is not None, "store is not open"
-        async with self._reader.execute(sql, params) as cur:
-            return list(await cur.fetchall())
+    async def _fetchone(
+        self, sql: str, params: Sequence[Any] = (), conn: aiosqlite.Connection | None = None
+    ) -> aiosqlite.Row | None:
+        rows = await self._fetchall(sql, params, conn)
+        return rows[0] if rows else None
+
+    async def _task_in(self, conn: aiosqlite.Connection, task_id: str) -> Task | None:
+        row = await self._fetchone(
+            f"SELECT {_TASK_SELECT} FROM tasks WHERE id = ?", (task_id,), conn
+        )
+        return _task(row) if row else None
 
     # Workspaces and keys
 
     async def ensure_workspace(self, workspace_id: str, name: str) -> Workspace:
         created = now_us()
 
-        async def work(conn: aiosqlite.Connection) -> None:
+        async def work(conn: aiosqlite.Connection) -> Workspace:
             await conn.execute(
                 "INSERT OR IGNORE INTO workspaces (id, name, created_us) VALUES (?, ?, ?)",
                 (workspace_id, name, created),
             )
+            row = await self._fetchone(
+                "SELECT * FROM workspaces WHERE id = ?", (workspace_id,), conn
+            )
+            assert row is not None
+            return Workspace(row["id"], row["name"], row["created_us"])
 
-        await self._write(work)
-        found = await self.get_workspace(workspace_id)
-        assert found is not None
-        return found
+        return await self._write(work)
 
     async def create_workspace(self, name: str) -> Workspace:
         return await self.ensure_workspace(new_id("ws"), name)
@@ -202,17 +215,21 @@ class SqliteStore:
     async def add_repo(self, repo: Repo) -> Repo:
         """Register `repo`, or return the one already registered with its URL."""
 
-        async def work(conn: aiosqlite.Connection) -> None:
+        async def work(conn: aiosqlite.Connection) -> Repo:
             await conn.execute(
                 "INSERT INTO repos (id, workspace_id, url, default_branch, created_us)"
                 " VALUES (?, ?, ?, ?, ?) ON CONFLICT (workspace_id, url) DO NOTHING",
                 (repo.id, repo.workspace_id, repo.url, repo.default_branch, repo.created_us),
             )
+            row = await self._fetchone(
+                "SELECT * FROM repos WHERE workspace_id = ? AND url = ?",
+                (repo.workspace_id, repo.url),
+                conn,
+            )
+            assert row is not None
+            return self._repo(row)
 
-        await self._write(work)
-        found = await self.find_repo(repo.workspace_id, repo.url)
-        assert found is not None
-        return found
+        return await self._write(work)
 
     @staticmethod
     def _repo(row: aiosqlite.Row) -> Repo:
@@ -248,7 +265,7 @@ class SqliteStore:
     # Tasks and their events
 
     async def create_task(self, task: Task, events: Sequence[NewEvent]) -> Task:
-        async def work(conn: aiosqlite.Connection) -> None:
+        async def work(conn: aiosqlite.Connection) -> Task | None:
             await conn.execute(
                 "INSERT INTO tasks (id, workspace_id, repo_id, description, phase, status,"
                 " auto_approve, skill_name, agent_name, source, usage, state, last_seq,"
@@ -272,11 +289,11 @@ class SqliteStore:
                 ),
             )
             await self._insert_events(conn, task.id, 0, events)
+            return await self._task_in(conn, task.id)
 
-        await self._write(work)
-        found = await self.get_task(task.id)
-        assert found is not None
-        return found
+        created = await self._write(work)
+        assert created is not None
+        return created
 
     async def get_task(self, task_id: str) -> Task | None:
         row = await self._fetchone(f"SELECT {_TASK_SELECT} FROM tasks WHERE id = ?", (task_id,))
@@ -323,16 +340,15 @@ class SqliteStore:
         unknown = (set(expect) | set(changes)) - TASK_COLUMNS
         assert not unknown, f"not task columns: {unknown}"
 
-        async def work(conn: aiosqlite.Connection) -> bool:
-            async with conn.execute(
-                f"SELECT {_TASK_SELECT} FROM tasks WHERE id = ?", (task_id,)
-            ) as cur:
-                row = await cur.fetchone()
+        async def work(conn: aiosqlite.Connection) -> Task | None:
+            row = await self._fetchone(
+                f"SELECT {_TASK_SELECT} FROM tasks WHERE id = ?", (task_id,), conn
+            )
             if row is None:
-                return False
+                return None
             for column, value in expect.items():
                 if row[column] != _encode(column, value):
-                    return False
+                    return None
             phase = Phase(changes.get("phase", row["phase"]))
             outcome = changes.get("outcome", row["outcome"])
             status = status_for(phase, Outcome(outcome) if outcome else None)
@@ -345,11 +361,9 @@ class SqliteStore:
                 f"UPDATE tasks SET {assignments} WHERE id = ?", [*columns.values(), task_id]
             )
             await self._insert_events(conn, task_id, row["last_seq"], events)
-            return True
+            return await self._task_in(conn, task_id)
 
-        if not await self._write(work):
-            return None
-        return await self.get_task(task_id)
+        return await self._write(work)
 
     @staticmethod
     async def _insert_events(
@@ -366,22 +380,25 @@ class SqliteStore:
         )
 
     async def append_events(self, task_id: str, events: Sequence[NewEvent]) -> list[Event]:
-        async def work(conn: aiosqlite.Connection) -> int:
-            async with conn.execute(
+        async def work(conn: aiosqlite.Connection) -> list[Event]:
+            row = await self._fetchone(
                 "UPDATE tasks SET last_seq = last_seq + ? WHERE id = ? RETURNING last_seq",
                 (len(events), task_id),
-            ) as cur:
-                row = await cur.fetchone()
+                conn,
+            )
             if row is None:
-                return -1
+                return []
             start = row["last_seq"] - len(events)
             await self._insert_events(conn, task_id, start, events)
-            return start
+            rows = await self._fetchall(
+                "SELECT seq, event_type, ts_us, fields FROM task_events"
+                " WHERE task_id = ? AND seq > ? ORDER BY seq",
+                (task_id, start),
+                conn,
+            )
+            return [_event(task_id, r) for r in rows]
 
-        start = await self._write(work)
-        if start < 0:
-            return []
-        return await self.events_after(task_id, start, limit=len(events))
+        return await self._write(work)
 
     async def events_after(self, task_id: str, seq: int, limit: int = 500) -> list[Event]:
         rows = await self._fetchall(
@@ -394,31 +411,28 @@ class SqliteStore:
     # The queue
 
     async def claim_task(self, worker: str, lease_until: float, now: float) -> Task | None:
-        async def work(conn: aiosqlite.Connection) -> str | None:
-            async with conn.execute(
+        async def work(conn: aiosqlite.Connection) -> Task | None:
+            row = await self._fetchone(
                 "UPDATE tasks SET lease_owner = ?, lease_expires = ? WHERE id = ("
                 f" SELECT id FROM tasks WHERE phase IN ({_RUNNABLE})"
                 " AND (lease_owner IS NULL OR lease_expires < ?)"
                 " ORDER BY created_us LIMIT 1) RETURNING id",
                 (worker, lease_until, now),
-            ) as cur:
-                row = await cur.fetchone()
-            return row["id"] if row else None
+                conn,
+            )
+            return await self._task_in(conn, row["id"]) if row else None
 
-        task_id = await self._write(work)
-        return await self.get_task(task_id) if task_id else None
+        return await self._write(work)
 
     async def renew_lease(self, task_id: str, worker: str, lease_until: float) -> Task | None:
-        async def work(conn: aiosqlite.Connection) -> bool:
+        async def work(conn: aiosqlite.Connection) -> Task | None:
             cur = await conn.execute(
                 "UPDATE tasks SET lease_expires = ? WHERE id = ? AND lease_owner = ?",
                 (lease_until, task_id, worker),
             )
-            return cur.rowcount == 1
+            return await self._task_in(conn, task_id) if cur.rowcount == 1 else None
 
-        if not await self._write(work):
-            return None
-        return await self.get_task(task_id)
+        return await self._write(work)
 
     async def release_leases(self, worker: str) -> int:
         async def work(conn: aiosqlite.Connection) -> int:
