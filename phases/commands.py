@@ -62,6 +62,8 @@ async def cancel(events: TaskEvents, task: Task, *, by: str = "api") -> Task:
         raise Conflict(f"{_where(task)}: it cannot be cancelled (again)")
     if task.outcome == Outcome.FAILED:
         raise Conflict(f"{_where(task)}: it already failed ({task.error}) and is cleaning up")
+    if task.outcome == Outcome.COMPLETED:
+        raise Conflict(f"{_where(task)}: its diff was approved and is being published")
     held = task.lease_owner is not None and (task.lease_expires or 0) > time.time()
     working = task.phase in WORKING and task.phase != Phase.QUEUED and held
     changes: dict[str, Any] = {

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import shutil
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -79,7 +80,7 @@ class PhaseRun:
     def forge(self) -> Forge:
         return self.services.forges.for_repo(self.repo)
 
-    @property
+    @cached_property
     def config(self) -> RepoConfig:
         """The repository's configuration as INDEXING read it."""
         config, _ = parse_repo_config(self.task.state.get("config_text"))

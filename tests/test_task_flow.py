@@ -316,3 +316,15 @@ async def test_failures_that_were_there_before_are_not_blamed(server, tmp_path):
     assert task["verification"]["passed"] is True
     assert task["verification"]["preexisting_failures"] == ["tests/test_broken.py::test_broken"]
     assert task["fix_attempts"] == 0
+
+
+async def test_an_approved_diff_being_published_cannot_be_cancelled(server, remote):
+    repo_id = await server.register(remote)
+    task = await server.create_task(repo_id)
+    await server.until_gate(task["id"], "plan")
+    await server.client.post(f"/tasks/{task['id']}/approve")
+    await server.until_gate(task["id"], "diff")
+    await server.client.post(f"/tasks/{task['id']}/approve-diff")
+    response = await server.client.post(f"/tasks/{task['id']}/cancel")
+    assert response.status_code == 409
+    assert (await server.until_ended(task["id"]))["status"] == "completed"
