@@ -29,8 +29,16 @@ from phases.worker import Worker
 
 def build_services(settings: Settings) -> Services:
     """Every service, built from settings; nothing is opened or started yet."""
-    redactor = Redactor(settings.secrets)
-    runner = Runner(secrets=settings.secrets)
+    agent_config = load_agent_config(settings.config_path)
+    # Model keys named by agents (api_key_env) are secrets as much as Nimbus's own.
+    agent_keys = [
+        os.environ[spec.api_key_env]
+        for spec in agent_config.agents.values()
+        if spec.api_key_env and os.environ.get(spec.api_key_env)
+    ]
+    secrets = (*settings.secrets, *agent_keys)
+    redactor = Redactor(secrets)
+    runner = Runner(secrets=secrets)
     store = SqliteStore(settings.db_path)
     git = Git(
         runner,
@@ -47,7 +55,7 @@ def build_services(settings: Settings) -> Services:
         runner=runner,
         git=git,
         forges=Forges(GitRemoteForge(git)),
-        agents=Agents(load_agent_config(settings.config_path), settings, runner),
+        agents=Agents(agent_config, settings, runner),
         skills=Skills(settings.server_skills_dir),
     )
 

@@ -11,6 +11,8 @@ NimbusError
 │   └── Unprocessable        422: a field is missing, of the wrong type, or names something unknown
 └── PhaseError           a phase cannot finish; the message is the task's error
     ├── AgentError           an agent failed, timed out or answered nonsense
+    │   ├── ModelError           the model provider refused or kept failing (names the setting)
+    │   └── BudgetExceeded       the task spent its token budget
     └── GitError             git failed (credentials already scrubbed from the message)
 """
 
@@ -65,6 +67,14 @@ class PhaseError(NimbusError):
 
 class AgentError(PhaseError):
     """An agent exited non-zero, hung past its timeout, or answered something unusable."""
+
+
+class ModelError(AgentError):
+    """The model provider refused the request or kept failing."""
+
+
+class BudgetExceeded(AgentError):
+    """The task used more tokens than NIMBUS_MAX_TOKENS_PER_TASK allows."""
 
 
 class GitError(PhaseError):

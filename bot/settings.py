@@ -56,6 +56,11 @@ class Settings:
     model: str | None = None
     model_base_url: str | None = None
     model_api_key: str | None = None
+    model_timeout: float = 300.0
+    model_max_retries: int = 5
+    model_retry_base: float = 1.0
+    max_tokens_per_task: int = 2_000_000
+    agent_max_steps: int = 60
     log_level: str = "info"
 
     @property
@@ -117,6 +122,11 @@ class Settings:
             model=r.str("NIMBUS_MODEL"),
             model_base_url=r.str("NIMBUS_MODEL_BASE_URL"),
             model_api_key=r.str("NIMBUS_MODEL_API_KEY"),
+            model_timeout=r.float("NIMBUS_MODEL_TIMEOUT", 300.0, minimum=1.0),
+            model_max_retries=r.int("NIMBUS_MODEL_MAX_RETRIES", 5, minimum=0),
+            model_retry_base=r.float("NIMBUS_MODEL_RETRY_BASE_SECONDS", 1.0, minimum=0.0),
+            max_tokens_per_task=r.int("NIMBUS_MAX_TOKENS_PER_TASK", 2_000_000, minimum=1),
+            agent_max_steps=r.int("NIMBUS_AGENT_MAX_STEPS", 60, minimum=1),
             log_level=(r.str("NIMBUS_LOG_LEVEL") or "info").lower(),
         )
 

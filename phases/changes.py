@@ -43,6 +43,6 @@ async def checkpoint(
         changes={
             "diff": diff,
             "state": {**ctx.task.state, "checkpoint_sha": sha},
-            "usage": ctx.usage_with(output),
+            "usage": ctx.meter.as_dict(),
         },
     )

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from bot.agents import Agents
-from bot.agents.base import AgentOutput, AgentRequest
+from bot.agents.base import AgentRequest, UsageMeter
 from bot.errors import PhaseError
 from bot.events import TaskEvents
 from bot.forge import Forge, Forges
@@ -113,12 +113,14 @@ class PhaseRun:
     def event(self, event_type: str, **fields: Any) -> NewEvent:
         return self.services.events.event(event_type, **fields)
 
-    def usage_with(self, output: AgentOutput) -> dict[str, int]:
-        """The task's token usage with what `output` spent added."""
-        usage = dict(self.task.usage)
-        for key, value in output.usage.items():
-            usage[key] = usage.get(key, 0) + value
-        return usage
+    @cached_property
+    def meter(self) -> UsageMeter:
+        """Tokens spent by the task so far, counted on by this phase's agent."""
+        return UsageMeter(
+            input_tokens=self.task.usage.get("input_tokens", 0),
+            output_tokens=self.task.usage.get("output_tokens", 0),
+            budget=self.services.settings.max_tokens_per_task,
+        )
 
     def agent_request(self, phase: str, **extra: Any) -> AgentRequest:
         return AgentRequest(
@@ -131,5 +133,8 @@ class PhaseRun:
             skill=self.task.state.get("skill"),
             plan=self.task.plan,
             protected_paths=self.config.protected_paths,
+            test_command=self.task.state.get("test_command"),
+            meter=self.meter,
+            log=self.log,
             **extra,
         )

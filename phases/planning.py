@@ -16,6 +16,6 @@ async def run(ctx: PhaseRun) -> Step:
     await ctx.log(f"plan ready: {len(plan)} step{'s' if len(plan) != 1 else ''}")
     return Step(
         Trigger.PLANNED,
-        changes={"plan": plan, "feedback": None, "usage": ctx.usage_with(output)},
+        changes={"plan": plan, "feedback": None, "usage": ctx.meter.as_dict()},
         events=[ctx.event("plan", plan=plan)],
     )

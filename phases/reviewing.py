@@ -25,7 +25,7 @@ async def run(ctx: PhaseRun) -> Step:
     agent = ctx.services.agents.get(ctx.task.agent_name)
     output = await agent.run(ctx.agent_request("review", diff=diff))
     review = output.review or {"summary": "", "comments": [], "blocking": False}
-    usage = ctx.usage_with(output)
+    usage = ctx.meter.as_dict()
     count = len(review["comments"])
     await ctx.log(
         f"review: {count} comment{'s' if count != 1 else ''}"

@@ -155,7 +155,7 @@ class Worker:
             if stop.reason == "lost":
                 return None
             latest = await self.services.store.get_task(task.id)
-            return await self._to_cleanup(latest or task, None)
+            return await self._to_cleanup(latest or task, None, ctx.meter.as_dict())
         except LeaseLost:
             return None
         except asyncio.CancelledError:
@@ -167,7 +167,7 @@ class Worker:
             error = f"{task.phase}: {message}"
             if task.phase == Phase.CLEANUP:
                 return await self._fail(task, error)
-            return await self._to_cleanup(task, error)
+            return await self._to_cleanup(task, error, ctx.meter.as_dict())
         return await self._apply(task, step)
 
     async def _supervise(self, task: Task, job: asyncio.Task[Step]) -> Step:
@@ -253,9 +253,14 @@ class Worker:
         phase = phase_event(events, move.to.phase, outcome, move.to.gate)
         return await self._persist(task, changes, [*step.events, phase])
 
-    async def _to_cleanup(self, task: Task, error: str | None) -> Task | None:
+    async def _to_cleanup(
+        self, task: Task, error: str | None, usage: dict[str, int] | None = None
+    ) -> Task | None:
         """Leave the current phase for CLEANUP: failed with `error`, or as cancelled."""
         changes: dict[str, Any] = {"phase": Phase.CLEANUP, "approval": None}
+        if usage is not None:
+            # What the interrupted phase's agent spent still counts.
+            changes["usage"] = usage
         outcome = task.outcome
         if error is not None and outcome != Outcome.CANCELLED:
             outcome = Outcome.FAILED

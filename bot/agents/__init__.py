@@ -20,7 +20,7 @@ class Agents:
             if spec.kind == "command":
                 self._agents[name] = CommandAgent(spec, runner, settings.agent_timeout)
             else:
-                self._agents[name] = ModelAgent(name, settings)
+                self._agents[name] = ModelAgent(spec, settings, runner)
 
     @property
     def names(self) -> list[str]:

@@ -4,13 +4,47 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-from bot.errors import AgentError
+from bot.errors import AgentError, BudgetExceeded
+from bot.model.types import Usage
 
 AGENT_PHASES = ("plan", "implement", "fix", "review")
+
+
+async def _no_log(message: str) -> None:
+    return None
+
+
+@dataclass
+class UsageMeter:
+    """The tokens a task has spent, against its budget; agents add to it as they go."""
+
+    input_tokens: int = 0
+    output_tokens: int = 0
+    budget: int | None = None
+
+    @property
+    def total(self) -> int:
+        return self.input_tokens + self.output_tokens
+
+    def add(self, usage: Usage) -> None:
+        self.input_tokens += usage.input_tokens
+        self.output_tokens += usage.output_tokens
+
+    def check(self) -> None:
+        """Stop the task once it has spent its budget."""
+        if self.budget is not None and self.total >= self.budget:
+            raise BudgetExceeded(
+                f"the task used {self.total} tokens, which reaches its budget of {self.budget}"
+                " (NIMBUS_MAX_TOKENS_PER_TASK); raise the budget or split the task"
+            )
+
+    def as_dict(self) -> dict[str, int]:
+        return {"input_tokens": self.input_tokens, "output_tokens": self.output_tokens}
 
 
 @dataclass(frozen=True)
@@ -29,15 +63,17 @@ class AgentRequest:
     failures: str | None = None
     diff: str | None = None
     protected_paths: tuple[str, ...] = ()
+    test_command: str | None = None
+    meter: UsageMeter = field(default_factory=UsageMeter)
+    log: Callable[[str], Awaitable[None]] = _no_log
 
 
 @dataclass(frozen=True)
 class AgentOutput:
-    """What an agent produced; `usage` counts model tokens where the agent knows them."""
+    """What an agent produced (tokens spent are counted on the request's meter)."""
 
     plan: list[dict[str, Any]] | None = None
     review: dict[str, Any] | None = None
-    usage: dict[str, int] = field(default_factory=dict)
     seconds: float = 0.0
 
 

@@ -21,6 +21,12 @@ class AgentSpec:
     pass_env: tuple[str, ...] = ()
     writable_paths: tuple[str, ...] = ()
     timeout: float | None = None
+    # kind = "model": each falls back to the NIMBUS_MODEL_* settings.
+    provider: str | None = None
+    model: str | None = None
+    base_url: str | None = None
+    api_key_env: str | None = None
+    max_steps: int | None = None
 
 
 @dataclass(frozen=True)
@@ -58,9 +64,24 @@ def _spec(name: str, table: Any, source: str) -> AgentSpec:
         isinstance(timeout, bool) or not isinstance(timeout, int | float) or timeout <= 0
     ):
         raise ConfigError(f"{where} timeout must be a positive number of seconds")
+    model_fields: dict[str, Any] = {}
+    for key in ("provider", "model", "base_url", "api_key_env"):
+        value = table.get(key)
+        if value is not None and not isinstance(value, str):
+            raise ConfigError(f"{where} {key} must be a string")
+        model_fields[key] = value
+    if model_fields["provider"] not in (None, "openai", "anthropic"):
+        raise ConfigError(f'{where} provider must be "openai" or "anthropic"')
+    max_steps = table.get("max_steps")
+    if max_steps is not None and (
+        isinstance(max_steps, bool) or not isinstance(max_steps, int) or max_steps < 1
+    ):
+        raise ConfigError(f"{where} max_steps must be a positive whole number")
     return AgentSpec(
         name=name,
         kind=kind,
+        max_steps=max_steps,
+        **model_fields,
         command=command,
         env=dict(env),
         pass_env=_strings(f"{where} pass_env", table.get("pass_env", [])),
