@@ -61,6 +61,10 @@ class Settings:
     model_retry_base: float = 1.0
     max_tokens_per_task: int = 2_000_000
     agent_max_steps: int = 60
+    github_app_id: str | None = None
+    github_private_key: str | None = None
+    github_webhook_secret: str | None = None
+    github_api_url: str = "https://api.github.com"
     log_level: str = "info"
 
     @property
@@ -89,7 +93,13 @@ class Settings:
     @property
     def secrets(self) -> tuple[str, ...]:
         """Values that must never appear in an event, log line, error or command environment."""
-        return tuple(s for s in (self.api_key, self.model_api_key) if s)
+        values = (
+            self.api_key,
+            self.model_api_key,
+            self.github_private_key,
+            self.github_webhook_secret,
+        )
+        return tuple(s for s in values if s)
 
     def with_overrides(self, **changes: object) -> Settings:
         return replace(self, **changes)
@@ -127,6 +137,11 @@ class Settings:
             model_retry_base=r.float("NIMBUS_MODEL_RETRY_BASE_SECONDS", 1.0, minimum=0.0),
             max_tokens_per_task=r.int("NIMBUS_MAX_TOKENS_PER_TASK", 2_000_000, minimum=1),
             agent_max_steps=r.int("NIMBUS_AGENT_MAX_STEPS", 60, minimum=1),
+            github_app_id=r.str("NIMBUS_GITHUB_APP_ID"),
+            github_private_key=r.str("NIMBUS_GITHUB_PRIVATE_KEY")
+            or r.file("NIMBUS_GITHUB_PRIVATE_KEY_PATH"),
+            github_webhook_secret=r.str("NIMBUS_GITHUB_WEBHOOK_SECRET"),
+            github_api_url=(r.str("NIMBUS_GITHUB_API_URL") or "https://api.github.com").rstrip("/"),
             log_level=(r.str("NIMBUS_LOG_LEVEL") or "info").lower(),
         )
 
@@ -144,6 +159,16 @@ class _Reader:
     def path(self, name: str) -> Path | None:
         value = self.str(name)
         return Path(value).expanduser() if value else None
+
+    def file(self, name: str) -> str | None:
+        """The text of the file a variable names (a private key, say)."""
+        path = self.path(name)
+        if path is None:
+            return None
+        try:
+            return path.read_text("utf-8")
+        except OSError as exc:
+            raise ConfigError(f"{name} names {path}, which cannot be read: {exc}") from None
 
     def int(self, name: str, default: int, *, minimum: int) -> int:
         value = self.str(name)

@@ -341,6 +341,33 @@ def test_protected_rule_without_patterns_names_the_setting(root: Path) -> None:
         tools.edit_file("README.md", "Demo", "x")
 
 
+def test_a_symlink_out_is_named_as_such(tools: CloneTools) -> None:
+    with pytest.raises(ToolError, match="a symlink in it leads out of the clone"):
+        tools.read_file("leak.txt")
+
+
+def test_a_path_no_file_can_have_is_refused(tools: CloneTools) -> None:
+    for path in ("\ud800", "a\0b"):
+        with pytest.raises(ToolError, match="path"):
+            tools.read_file(path)
+
+
+def test_a_submodule_git_file_is_neither_listed_nor_read(tools: CloneTools, root: Path) -> None:
+    (root / "vendor").mkdir()
+    (root / "vendor" / ".git").write_text("gitdir: ../.git/modules/vendor\n")
+    (root / "vendor" / "lib.py").write_text("gitdir = 1\n")
+    assert tools.list_files("vendor") == "vendor/lib.py"
+    assert tools.search("gitdir") == "vendor/lib.py:1: gitdir = 1"
+    with pytest.raises(ToolError, match=re.escape("inside .git")):
+        tools.read_file("vendor/.git")
+
+
+def test_search_counts_lines_as_read_file_does(tools: CloneTools, root: Path) -> None:
+    (root / "odd.txt").write_text("a\x0cb\nneedle\n")
+    assert tools.search("needle") == "odd.txt:2: needle"
+    assert tools.read_file("odd.txt", start_line=2).startswith("   2| needle")
+
+
 def test_a_symlink_loop_is_refused(tools: CloneTools, root: Path) -> None:
     (root / "loop").symlink_to("loop")
     with pytest.raises(ToolError):

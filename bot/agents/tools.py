@@ -267,7 +267,9 @@ class CloneTools:
                 continue
             if b"\0" in data[:BINARY_SNIFF_BYTES]:
                 continue
-            for number, line in enumerate(data.decode("utf-8", "replace").splitlines(), 1):
+            # Lines end at "\n" only, as read_file counts them.
+            lines = data.decode("utf-8", "replace").removesuffix("\n").split("\n")
+            for number, line in enumerate(lines, 1):
                 if matches(line):
                     if len(found) == max_results:
                         found.append(
@@ -297,7 +299,7 @@ class CloneTools:
             raise ToolError(str(exc)) from None
         if new == old:
             return f"no change to {rel}: the replacement is the text it replaces"
-        self._write(target, rel, new)
+        self._write(target, rel, _encode(new))
         return f"edited {rel}: {describe_change(old, new)}"
 
     def create_file(self, path: str, content: str, overwrite: bool = False) -> str:
@@ -311,14 +313,15 @@ class CloneTools:
                 f"{rel} already exists; use edit_file to change part of it, or create_file"
                 " with overwrite=true to replace all of it"
             )
-        if len(content.encode("utf-8", "surrogateescape")) > self.max_file_bytes:
+        data = _encode(content)
+        if len(data) > self.max_file_bytes:
             raise ToolError(f"the content is over the {self.max_file_bytes}-byte limit")
         try:
             # `target` is resolved and inside the root, so every missing folder is too.
             target.parent.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise ToolError(f"cannot create the folders of {rel}: {exc.strerror}") from None
-        self._write(target, rel, content)
+        self._write(target, rel, data)
         lines = len(content.splitlines())
         done = "overwrote" if existed else "created"
         return f"{done} {rel} ({lines} line{'' if lines == 1 else 's'})"
@@ -334,11 +337,13 @@ class CloneTools:
             # resolve() follows symlinks (before any `..` after them, as the system does), so a
             # link inside the clone cannot lead out of it.
             target = (self.root / path).resolve()
-        except (OSError, RuntimeError):
-            raise ToolError(f"path {path!r} cannot be resolved (a symlink loop?)") from None
+        except (OSError, RuntimeError, ValueError):
+            # RuntimeError: a symlink loop; ValueError: text no file name can hold.
+            raise ToolError(f"path {path!r} cannot be resolved to a file or folder") from None
         if not target.is_relative_to(self.root):
             raise ToolError(
-                f"path {path!r} is outside the repository (a symlink leads out); {_RELATIVE}"
+                f"path {path!r} is outside the repository: a symlink in it leads out of the"
+                " clone, and the tools do not follow such links"
             )
         rel = target.relative_to(self.root).as_posix()
         if any(part.lower() == ".git" for part in (*norm.split("/"), *rel.split("/"))):
@@ -388,11 +393,7 @@ class CloneTools:
         handle.seek(0)
         return handle
 
-    def _write(self, target: Path, rel: str, text: str) -> None:
-        try:
-            data = text.encode("utf-8", "surrogateescape")
-        except UnicodeEncodeError:
-            raise ToolError("the text has characters that cannot be written as UTF-8") from None
+    def _write(self, target: Path, rel: str, data: bytes) -> None:
         try:
             target.write_bytes(data)
         except OSError as exc:
@@ -408,7 +409,17 @@ class CloneTools:
             dirs[:] = [d for d in dirs if d.lower() != ".git"]
             base = Path(folder).relative_to(self.root)
             for file in files:
-                yield (base / file).as_posix()
+                # A submodule's `.git` is a file naming its git folder.
+                if file.lower() != ".git":
+                    yield (base / file).as_posix()
+
+
+def _encode(text: str) -> bytes:
+    # surrogateescape writes back the bytes that were not UTF-8 when the file was read.
+    try:
+        return text.encode("utf-8", "surrogateescape")
+    except UnicodeEncodeError:
+        raise ToolError("the text has characters that cannot be written as UTF-8") from None
 
 
 def _cut(line: str, limit: int = MAX_LINE_CHARS) -> str:

@@ -16,6 +16,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from bot.api import repos, reviews, tasks, ws
 from bot.api.openapi import build_openapi
 from bot.errors import ApiError
+from bot.github import webhooks
 
 log = logging.getLogger("nimbus.http")
 
@@ -69,6 +70,7 @@ def routes() -> list[BaseRoute]:
         WebSocketRoute("/tasks/{task_id}/ws", ws.task_events),
         WebSocketRoute("/tasks/{task_id}/ws/", ws.task_events),
         *_both("/repos/", _repos_collection, ["GET", "POST"]),
+        *_both("/github/webhooks", webhooks.receive, ["POST"]),
         *_both("/healthz", healthz, ["GET"]),
         Route("/openapi.json", openapi, methods=["GET"]),
     ]

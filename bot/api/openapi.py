@@ -130,6 +130,20 @@ SCHEMAS: dict[str, Any] = {
         "properties": {"error": {"type": "string", "description": "What is wrong and what to do."}},
     },
     "Health": {"type": "object", "properties": {"status": {"type": "string"}}},
+    "WebhookPayload": {
+        "type": "object",
+        "description": "A GitHub webhook payload: https://docs.github.com/webhooks",
+    },
+    "Delivery": {
+        "type": "object",
+        "required": ["event", "delivery"],
+        "properties": {
+            "event": {"type": "string"},
+            "delivery": {"type": "string"},
+            "new": {"type": "boolean"},
+            "zen": {"type": "string"},
+        },
+    },
     CREATE_TASK.name: CREATE_TASK.schema(),
     CREATE_REPO.name: CREATE_REPO.schema(),
     REVISE.name: REVISE.schema(),
@@ -151,7 +165,7 @@ def _errors(*codes: int) -> dict[str, Any]:
         401: "Missing or unknown API key.",
         404: "Unknown, or in another workspace.",
         409: "The task is not in a phase where this applies.",
-        413: "The body is over 1 MiB.",
+        413: "The body is too large (API: 1 MiB; webhook deliveries: 25 MB).",
         422: "A field or parameter is missing, of the wrong type, or names something unknown.",
         503: "A service this needs is not configured.",
     }
@@ -331,6 +345,22 @@ def build_openapi() -> dict[str, Any]:
                         **_errors(401, 404),
                     },
                 },
+            },
+            "/github/webhooks": {
+                "post": {
+                    "summary": "GitHub App deliveries (signed with the webhook secret, no key)",
+                    "parameters": [
+                        {"name": h, "in": "header", "required": True, "schema": {"type": "string"}}
+                        for h in ("X-Hub-Signature-256", "X-GitHub-Event", "X-GitHub-Delivery")
+                    ],
+                    "requestBody": _body("WebhookPayload"),
+                    "responses": {
+                        "202": _json("Delivery", "Stored for the worker (or already stored)."),
+                        "200": _json("Delivery", "A ping, answered."),
+                        **_errors(400, 401, 413),
+                        "503": _json("Error", "No webhook secret is configured."),
+                    },
+                }
             },
             "/healthz": {
                 "get": {

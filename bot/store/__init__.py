@@ -97,5 +97,5 @@ class Store(Protocol):
     async def release_leases(self, worker: str) -> int: ...
 
     async def record_delivery(self, delivery_id: str, event: str, payload: bytes) -> bool:
-        """Store a webhook delivery; False when it was already stored."""
+        """Store a webhook delivery (again, if its processing failed); False when ignored."""
         ...

@@ -448,9 +448,13 @@ class SqliteStore:
 
     async def record_delivery(self, delivery_id: str, event: str, payload: bytes) -> bool:
         async def work(conn: aiosqlite.Connection) -> bool:
+            # A delivery whose processing failed is taken again when GitHub redelivers it;
+            # one that is pending or succeeded is left alone.
             cur = await conn.execute(
-                "INSERT OR IGNORE INTO webhook_deliveries (delivery_id, event, payload,"
-                " received_us) VALUES (?, ?, ?, ?)",
+                "INSERT INTO webhook_deliveries (delivery_id, event, payload, received_us)"
+                " VALUES (?, ?, ?, ?) ON CONFLICT (delivery_id) DO UPDATE SET"
+                " payload = excluded.payload, received_us = excluded.received_us,"
+                " processed_us = NULL, error = NULL WHERE webhook_deliveries.error IS NOT NULL",
                 (delivery_id, event, payload, now_us()),
             )
             return cur.rowcount == 1

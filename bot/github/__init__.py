@@ -1,0 +1,1 @@
+"""Nimbus as a GitHub App: webhooks in, comments, checks and pull requests out (DESIGN §6)."""

@@ -1,0 +1,161 @@
+"""`POST /github/webhooks` with GitHub's own example payloads: signed, stored once, answered 202."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import uuid
+from pathlib import Path
+
+import pytest
+
+SHARED = Path(__file__).resolve().parents[2] / "shared" / "github"
+EXAMPLES = SHARED / "webhooks" / "payload-examples" / "api.github.com"
+SECRET = "It's a Secret to Everybody"
+
+
+def sign(body: bytes, secret: str = SECRET) -> str:
+    return "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
+
+
+def delivery(event: str, example: str, **headers: str) -> tuple[bytes, dict[str, str]]:
+    """An example payload as GitHub sends it, with an `installation` as App deliveries carry."""
+    payload = json.loads((EXAMPLES / event / example).read_text())
+    payload.setdefault(
+        "installation", {"id": 4242, "node_id": "MDIzOkludGVncmF0aW9uSW5zdGFsbGF0aW9uNDI0Mg=="}
+    )
+    body = json.dumps(payload).encode()
+    return body, {
+        "Content-Type": "application/json",
+        "X-GitHub-Event": event,
+        "X-GitHub-Delivery": str(uuid.uuid4()),
+        "X-Hub-Signature-256": sign(body),
+        "User-Agent": "GitHub-Hookshot/044aadd",
+        **headers,
+    }
+
+
+@pytest.fixture
+async def github_server(start_server, settings):
+    return await start_server(settings.with_overrides(github_webhook_secret=SECRET))
+
+
+async def stored(server) -> list[tuple[str, str]]:
+    store = server.app.state.services.store
+    rows = await store._fetchall("SELECT delivery_id, event FROM webhook_deliveries")
+    return [(r["delivery_id"], r["event"]) for r in rows]
+
+
+def test_the_signature_helper_matches_githubs_test_vector():
+    # https://docs.github.com/webhooks/using-webhooks/validating-webhook-deliveries
+    expected = "sha256=757107ea0eb2509fc211221cce984b8a37570b6d7586c22c46f4379c8b043e17"
+    assert sign(b"Hello, World!") == expected
+
+
+@pytest.mark.parametrize(
+    ("event", "example"),
+    [
+        ("issue_comment", "created.payload.json"),
+        ("issues", "labeled.payload.json"),
+        ("installation", "created.payload.json"),
+        ("installation_repositories", "added.payload.json"),
+        ("pull_request", "opened.payload.json"),
+    ],
+)
+async def test_a_signed_delivery_is_stored_and_answered_202(github_server, event, example):
+    body, headers = delivery(event, example)
+    response = await github_server.client.post("/github/webhooks", content=body, headers=headers)
+    assert response.status_code == 202
+    assert response.json() == {
+        "event": event,
+        "delivery": headers["X-GitHub-Delivery"],
+        "new": True,
+    }
+    assert await stored(github_server) == [(headers["X-GitHub-Delivery"], event)]
+
+
+async def test_a_redelivery_is_a_no_op(github_server):
+    body, headers = delivery("issue_comment", "created.payload.json")
+    first = await github_server.client.post("/github/webhooks", content=body, headers=headers)
+    again = await github_server.client.post("/github/webhooks", content=body, headers=headers)
+    assert (first.status_code, again.status_code) == (202, 202)
+    assert again.json()["new"] is False
+    assert len(await stored(github_server)) == 1
+
+
+async def test_a_redelivery_of_a_failed_delivery_is_taken_again(github_server):
+    body, headers = delivery("issue_comment", "created.payload.json")
+    await github_server.client.post("/github/webhooks", content=body, headers=headers)
+    store = github_server.app.state.services.store
+
+    async def fail(conn):
+        await conn.execute("UPDATE webhook_deliveries SET processed_us = 1, error = 'boom'")
+
+    await store._write(fail)
+    again = await github_server.client.post("/github/webhooks", content=body, headers=headers)
+    assert again.json()["new"] is True
+    rows = await store._fetchall("SELECT processed_us, error FROM webhook_deliveries")
+    assert [(r["processed_us"], r["error"]) for r in rows] == [(None, None)]
+
+
+async def test_ping_is_answered(github_server):
+    body, headers = delivery("ping", "payload.json")
+    response = await github_server.client.post("/github/webhooks", content=body, headers=headers)
+    assert response.status_code == 200
+    assert response.json()["zen"] == "pong"
+    assert await stored(github_server) == []
+
+
+@pytest.mark.parametrize(
+    ("change", "status"),
+    [
+        ({"X-Hub-Signature-256": None}, 401),
+        ({"X-Hub-Signature-256": sign(b"something else")}, 401),
+        ({"X-Hub-Signature-256": sign(b"x", "wrong secret")}, 401),
+        ({"X-Hub-Signature-256": "md5=abc"}, 401),
+        # Only the legacy SHA-1 signature: refused, though gidgethub alone would accept it.
+        ({"X-Hub-Signature-256": None, "X-Hub-Signature": "sha1=0000"}, 401),
+        ({"X-GitHub-Event": None}, 400),
+        ({"X-GitHub-Delivery": None}, 400),
+    ],
+)
+async def test_bad_deliveries_are_refused_and_nothing_is_stored(github_server, change, status):
+    body, headers = delivery("issue_comment", "created.payload.json")
+    for name, value in change.items():
+        headers.pop(name, None)
+        if value is not None:
+            headers[name] = value
+    response = await github_server.client.post("/github/webhooks", content=body, headers=headers)
+    assert response.status_code == status
+    assert "error" in response.json()
+    assert await stored(github_server) == []
+
+
+async def test_a_body_over_githubs_cap_is_413(github_server):
+    body = b"{" + b" " * (25 * 1024 * 1024) + b"}"
+    headers = {
+        "X-Hub-Signature-256": sign(body),
+        "X-GitHub-Event": "issues",
+        "X-GitHub-Delivery": "d-1",
+        "Content-Type": "application/json",
+    }
+    response = await github_server.client.post("/github/webhooks", content=body, headers=headers)
+    assert response.status_code == 413
+    assert "error" in response.json()
+    assert await stored(github_server) == []
+
+
+async def test_without_a_webhook_secret_deliveries_are_refused(server):
+    body, headers = delivery("issue_comment", "created.payload.json")
+    response = await server.client.post("/github/webhooks", content=body, headers=headers)
+    assert response.status_code == 503
+    assert "NIMBUS_GITHUB_WEBHOOK_SECRET" in response.json()["error"]
+
+
+async def test_deliveries_need_no_api_key(github_server):
+    body, headers = delivery("issue_comment", "created.payload.json")
+    response = await github_server.client.post(
+        "/github/webhooks", content=body, headers={**headers, "X-API-Key": ""}
+    )
+    assert response.status_code == 202
