@@ -103,6 +103,8 @@ class _Conversation:
         self.clone = CloneTools(
             request.workdir,
             protected=lambda p: any(path_matches(p, g) for g in request.protected_paths),
+            protected_patterns=request.protected_paths,
+            max_read_lines=250,
         )
         self.changed_files = 0
         self.steps = 0
