@@ -45,6 +45,8 @@ class Repo:
     url: str
     default_branch: str | None
     created_us: int
+    # For a repository of a GitHub App installation: installation_id, full_name, repo_id.
+    github: dict[str, Any] | None = None
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -53,6 +55,7 @@ class Repo:
             "url": self.url,
             "default_branch": self.default_branch,
             "created_at": rfc3339(self.created_us),
+            "github": self.github,
         }
 
 
@@ -86,6 +89,7 @@ class Task:
     cancel_requested: bool = False
     state: dict[str, Any] = field(default_factory=dict)
     has_diff: bool = False
+    source_key: str | None = None
     lease_owner: str | None = None
     lease_expires: float | None = None
     last_seq: int = 0

@@ -536,7 +536,8 @@ async def test_registering_a_repo_twice_gives_the_same_repo(server, remote):
     first = await server.client.post("/repos/", json=body)
     assert first.status_code == 201
     repo = first.json()
-    assert list(repo) == ["id", "workspace_id", "url", "default_branch", "created_at"]
+    assert list(repo) == ["id", "workspace_id", "url", "default_branch", "created_at", "github"]
+    assert repo["github"] is None
     assert (repo["workspace_id"], repo["default_branch"]) == ("ws-default", None)
     assert RFC3339_Z.match(repo["created_at"])
 

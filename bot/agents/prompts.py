@@ -51,7 +51,8 @@ def render_prompt(request: AgentRequest) -> str:
 
 def render_system(request: AgentRequest, tools: list[str]) -> str:
     """The system prompt of the built-in model agent, naming the tools of this phase."""
-    return _template("system").safe_substitute(tools=", ".join(tools), phase=request.phase)
+    name = "system-edit" if request.phase in ("implement", "fix") else "system"
+    return _template(name).safe_substitute(tools=", ".join(tools), phase=request.phase)
 
 
 def plan_json(plan: list[dict] | None) -> str:

@@ -95,6 +95,15 @@ SCHEMAS: dict[str, Any] = {
             "url": {"type": "string"},
             "default_branch": _NULLABLE_STR,
             "created_at": {"type": "string", "format": "date-time"},
+            "github": {
+                "type": ["object", "null"],
+                "description": "For a repository of a GitHub App installation.",
+                "properties": {
+                    "installation_id": {"type": "integer"},
+                    "full_name": {"type": "string"},
+                    "repo_id": {"type": "integer"},
+                },
+            },
         },
     },
     "RepoList": {

@@ -76,4 +76,14 @@ MIGRATIONS: list[str] = [
         error TEXT
     );
     """,
+    # 2: GitHub: a repository's installation, a task's origin (one active task per issue), and
+    # leases on webhook deliveries so that several workers can share them.
+    """
+    ALTER TABLE repos ADD COLUMN github TEXT;
+    ALTER TABLE tasks ADD COLUMN source_key TEXT;
+    CREATE INDEX tasks_by_source ON tasks (source_key, phase);
+    ALTER TABLE webhook_deliveries ADD COLUMN lease_owner TEXT;
+    ALTER TABLE webhook_deliveries ADD COLUMN lease_expires REAL;
+    CREATE INDEX deliveries_pending ON webhook_deliveries (processed_us, received_us);
+    """,
 ]

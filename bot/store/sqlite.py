@@ -24,6 +24,7 @@ _TASK_SELECT = (
     "id, workspace_id, repo_id, description, phase, status, approval, outcome, auto_approve,"
     " skill_name, agent_name, branch, source, plan, verification, review, usage, pr_url, error,"
     " feedback, fix_attempts, review_fixes, cancel_requested, state, diff IS NOT NULL AS has_diff,"
+    " source_key,"
     " lease_owner, lease_expires, last_seq, created_us, updated_us"
 )
 _RUNNABLE = ", ".join(f"'{p}'" for p in sorted(WORKING))
@@ -63,6 +64,7 @@ def _task(row: aiosqlite.Row) -> Task:
         cancel_requested=bool(row["cancel_requested"]),
         state=json.loads(row["state"]),
         has_diff=bool(row["has_diff"]),
+        source_key=row["source_key"],
         lease_owner=row["lease_owner"],
         lease_expires=row["lease_expires"],
         last_seq=row["last_seq"],
@@ -217,9 +219,17 @@ class SqliteStore:
 
         async def work(conn: aiosqlite.Connection) -> Repo:
             await conn.execute(
-                "INSERT INTO repos (id, workspace_id, url, default_branch, created_us)"
-                " VALUES (?, ?, ?, ?, ?) ON CONFLICT (workspace_id, url) DO NOTHING",
-                (repo.id, repo.workspace_id, repo.url, repo.default_branch, repo.created_us),
+                "INSERT INTO repos (id, workspace_id, url, default_branch, created_us, github)"
+                " VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (workspace_id, url) DO UPDATE SET"
+                " github = excluded.github WHERE excluded.github IS NOT NULL",
+                (
+                    repo.id,
+                    repo.workspace_id,
+                    repo.url,
+                    repo.default_branch,
+                    repo.created_us,
+                    json.dumps(repo.github) if repo.github else None,
+                ),
             )
             row = await self._fetchone(
                 "SELECT * FROM repos WHERE workspace_id = ? AND url = ?",
@@ -233,8 +243,14 @@ class SqliteStore:
 
     @staticmethod
     def _repo(row: aiosqlite.Row) -> Repo:
+        github = json.loads(row["github"]) if row["github"] else None
         return Repo(
-            row["id"], row["workspace_id"], row["url"], row["default_branch"], row["created_us"]
+            row["id"],
+            row["workspace_id"],
+            row["url"],
+            row["default_branch"],
+            row["created_us"],
+            github,
         )
 
     async def get_repo(self, repo_id: str) -> Repo | None:
@@ -269,7 +285,8 @@ class SqliteStore:
             await conn.execute(
                 "INSERT INTO tasks (id, workspace_id, repo_id, description, phase, status,"
                 " auto_approve, skill_name, agent_name, source, usage, state, last_seq,"
-                " created_us, updated_us) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                " created_us, updated_us, source_key)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (
                     task.id,
                     task.workspace_id,
@@ -286,6 +303,7 @@ class SqliteStore:
                     len(events),
                     task.created_us,
                     task.updated_us,
+                    task.source_key,
                 ),
             )
             await self._insert_events(conn, task.id, 0, events)
@@ -444,7 +462,63 @@ class SqliteStore:
 
         return await self._write(work)
 
+    async def active_tasks(
+        self, *, repo_id: str | None = None, source_key: str | None = None
+    ) -> list[Task]:
+        """Tasks not yet DONE or FAILED, of a repository or of one origin (a GitHub issue)."""
+        where, params = ["phase NOT IN ('DONE', 'FAILED')"], []
+        if repo_id is not None:
+            where.append("repo_id = ?")
+            params.append(repo_id)
+        if source_key is not None:
+            where.append("source_key = ?")
+            params.append(source_key)
+        rows = await self._fetchall(
+            f"SELECT {_TASK_SELECT} FROM tasks WHERE {' AND '.join(where)} ORDER BY created_us",
+            params,
+        )
+        return [_task(r) for r in rows]
+
+    async def latest_task(self, source_key: str) -> Task | None:
+        row = await self._fetchone(
+            f"SELECT {_TASK_SELECT} FROM tasks WHERE source_key = ?"
+            " ORDER BY created_us DESC LIMIT 1",
+            (source_key,),
+        )
+        return _task(row) if row else None
+
     # Webhook deliveries (processed by the GitHub layer)
+
+    async def claim_delivery(
+        self, worker: str, lease_until: float, now: float
+    ) -> tuple[str, str, bytes] | None:
+        """Lease the oldest delivery not yet processed: (delivery id, event, payload)."""
+
+        async def work(conn: aiosqlite.Connection) -> tuple[str, str, bytes] | None:
+            row = await self._fetchone(
+                "UPDATE webhook_deliveries SET lease_owner = ?, lease_expires = ?,"
+                " attempts = attempts + 1 WHERE delivery_id = ("
+                " SELECT delivery_id FROM webhook_deliveries WHERE processed_us IS NULL"
+                " AND (lease_owner IS NULL OR lease_expires < ?) ORDER BY received_us LIMIT 1)"
+                " RETURNING delivery_id, event, payload",
+                (worker, lease_until, now),
+                conn,
+            )
+            return (row["delivery_id"], row["event"], bytes(row["payload"])) if row else None
+
+        return await self._write(work)
+
+    async def finish_delivery(self, delivery_id: str, error: str | None) -> None:
+        """Mark a delivery processed; with `error`, GitHub's redelivery will be taken again."""
+
+        async def work(conn: aiosqlite.Connection) -> None:
+            await conn.execute(
+                "UPDATE webhook_deliveries SET processed_us = ?, error = ?, lease_owner = NULL,"
+                " lease_expires = NULL WHERE delivery_id = ?",
+                (now_us(), error, delivery_id),
+            )
+
+        await self._write(work)
 
     async def record_delivery(self, delivery_id: str, event: str, payload: bytes) -> bool:
         async def work(conn: aiosqlite.Connection) -> bool:
