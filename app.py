@@ -6,6 +6,7 @@ import contextlib
 import os
 from collections.abc import AsyncIterator
 
+import httpx2
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.types import Receive, Scope, Send
@@ -18,6 +19,8 @@ from bot.events import TaskEvents
 from bot.forge import Forges
 from bot.forge.git_remote import GitRemoteForge
 from bot.git import Git
+from bot.github.client import GitHubApp
+from bot.github.deliveries import DeliveryWorker
 from bot.redact import Redactor
 from bot.runner import Runner
 from bot.settings import Settings
@@ -65,6 +68,8 @@ def create_app(settings: Settings | None = None, *, run_worker: bool = True) -> 
     settings = settings or Settings.from_env()
     services = build_services(settings)
     worker = Worker(services)
+    github = _github_app(settings)
+    deliveries = DeliveryWorker(services, github)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -72,11 +77,15 @@ def create_app(settings: Settings | None = None, *, run_worker: bool = True) -> 
         await services.store.ensure_workspace(DEFAULT_WORKSPACE, "default")
         if run_worker:
             await worker.start()
+            await deliveries.start()
         try:
             yield
         finally:
             if run_worker:
+                await deliveries.stop()
                 await worker.stop()
+            if github is not None:
+                await github.http.aclose()
             await services.store.close()
 
     app = Starlette(
@@ -87,7 +96,18 @@ def create_app(settings: Settings | None = None, *, run_worker: bool = True) -> 
     )
     app.state.services = services
     app.state.worker = worker
+    app.state.deliveries = deliveries
     return app
+
+
+def _github_app(settings: Settings) -> GitHubApp | None:
+    """The App's client, when the server has the App's credentials."""
+    if not (settings.github_app_id and settings.github_private_key):
+        return None
+    http = httpx2.AsyncClient(timeout=httpx2.Timeout(30.0, connect=10.0))
+    return GitHubApp(
+        settings.github_app_id, settings.github_private_key, settings.github_api_url, http
+    )
 
 
 class _EnvApp:

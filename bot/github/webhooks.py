@@ -50,6 +50,8 @@ async def receive(request: Request) -> Response:
     if event == "ping":
         return JSONResponse({"event": "ping", "delivery": delivery, "zen": "pong"}, 200)
     stored = await services.store.record_delivery(delivery, event, body)
-    if not stored:
+    if stored:
+        request.app.state.deliveries.wake.set()
+    else:
         log.info("delivery %s (%s) was already stored: nothing to do", delivery, event)
     return JSONResponse({"event": event, "delivery": delivery, "new": stored}, 202)
