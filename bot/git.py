@@ -56,7 +56,7 @@ class Git:
         self.author_name, self.author_email = parse_author(author)
         self.server_home = server_home
 
-    def _policy(self, network: bool) -> EnvPolicy:
+    def _policy(self, network: bool, auth_header: str | None = None) -> EnvPolicy:
         extra = {
             "GIT_TERMINAL_PROMPT": "0",
             "GIT_AUTHOR_NAME": self.author_name,
@@ -64,6 +64,16 @@ class Git:
             "GIT_COMMITTER_NAME": self.author_name,
             "GIT_COMMITTER_EMAIL": self.author_email,
         }
+        if auth_header is not None:
+            # A forge's token travels in git's own environment only: never on disk, in the
+            # command line (other users can read it there) or in the repository's config.
+            auth = {
+                "GIT_CONFIG_COUNT": "1",
+                "GIT_CONFIG_KEY_0": "http.extraHeader",
+                "GIT_CONFIG_VALUE_0": auth_header,
+                "GIT_CONFIG_NOSYSTEM": "1",
+            }
+            return EnvPolicy(home=self.home, extra={**extra, **auth})
         if network and self.server_home:
             # Pushing and cloning use the server's own git credentials (README: "Pushing").
             # Nobody can answer a prompt: ssh must fail rather than wait for one.
@@ -73,11 +83,20 @@ class Git:
         return EnvPolicy(home=self.home, extra={**extra, "GIT_CONFIG_NOSYSTEM": "1"})
 
     async def run(
-        self, args: Sequence[str], *, cwd: Path, network: bool = False, check: bool = True
+        self,
+        args: Sequence[str],
+        *,
+        cwd: Path,
+        network: bool = False,
+        check: bool = True,
+        auth_header: str | None = None,
     ) -> CommandResult:
         """Run `git args`; with `check`, a failure raises GitError with git's own words."""
         result = await self.runner.run(
-            ["git", *_SAFE, *args], cwd=cwd, timeout=self.timeout, env=self._policy(network)
+            ["git", *_SAFE, *args],
+            cwd=cwd,
+            timeout=self.timeout,
+            env=self._policy(network, auth_header),
         )
         if check and not result.ok:
             what = f"git {args[0]}"
@@ -90,11 +109,15 @@ class Git:
     async def out(self, args: Sequence[str], *, cwd: Path) -> str:
         return (await self.run(args, cwd=cwd)).stdout.strip()
 
-    async def clone(self, url: str, dest: Path, branch: str | None) -> None:
+    async def clone(
+        self, url: str, dest: Path, branch: str | None, *, auth_header: str | None = None
+    ) -> None:
         args = ["clone", "--no-recurse-submodules"]
         if branch:
             args += ["--branch", branch]
-        await self.run([*args, "--", url, str(dest)], cwd=dest.parent, network=True)
+        await self.run(
+            [*args, "--", url, str(dest)], cwd=dest.parent, network=True, auth_header=auth_header
+        )
 
     async def head(self, cwd: Path) -> str:
         return await self.out(["rev-parse", "HEAD"], cwd=cwd)
@@ -144,9 +167,14 @@ class Git:
                 await self.run(["rm", "-q", "--cached", "--ignore-unmatch", "--", path], cwd=cwd)
                 (cwd / path).unlink(missing_ok=True)
 
-    async def push(self, cwd: Path, remote: str, branch: str) -> None:
+    async def push(
+        self, cwd: Path, remote: str, branch: str, *, auth_header: str | None = None
+    ) -> None:
         await self.run(
-            ["push", "--quiet", remote, f"HEAD:refs/heads/{branch}"], cwd=cwd, network=True
+            ["push", "--quiet", "--force", remote, f"HEAD:refs/heads/{branch}"],
+            cwd=cwd,
+            network=True,
+            auth_header=auth_header,
         )
 
 
