@@ -18,6 +18,7 @@ from bot.api.auth import DEFAULT_WORKSPACE
 from bot.events import TaskEvents
 from bot.forge import Forges
 from bot.forge.git_remote import GitRemoteForge
+from bot.forge.github import GitHubForge
 from bot.git import Git
 from bot.github.client import GitHubApp
 from bot.github.deliveries import DeliveryWorker
@@ -51,13 +52,15 @@ def build_services(settings: Settings) -> Services:
         author=settings.git_author,
         server_home=os.environ.get("HOME"),
     )
+    github = _github_app(settings)
     return Services(
         settings=settings,
         store=store,
         events=TaskEvents(store, redactor),
         runner=runner,
         git=git,
-        forges=Forges(GitRemoteForge(git)),
+        forges=Forges(GitRemoteForge(git), GitHubForge(github, git, store) if github else None),
+        github=github,
         agents=Agents(agent_config, settings, runner),
         skills=Skills(settings.server_skills_dir),
     )
@@ -68,8 +71,7 @@ def create_app(settings: Settings | None = None, *, run_worker: bool = True) -> 
     settings = settings or Settings.from_env()
     services = build_services(settings)
     worker = Worker(services)
-    github = _github_app(settings)
-    deliveries = DeliveryWorker(services, github)
+    deliveries = DeliveryWorker(services, services.github)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -84,8 +86,8 @@ def create_app(settings: Settings | None = None, *, run_worker: bool = True) -> 
             if run_worker:
                 await deliveries.stop()
                 await worker.stop()
-            if github is not None:
-                await github.http.aclose()
+            if services.github is not None:
+                await services.github.http.aclose()
             await services.store.close()
 
     app = Starlette(

@@ -36,6 +36,8 @@ class Services:
     forges: Forges
     agents: Agents
     skills: Skills
+    # The GitHub App's client (bot.github.client.GitHubApp) when the App is configured.
+    github: Any = None
 
 
 @dataclass(frozen=True)

@@ -34,10 +34,13 @@ class Forge(Protocol):
 
 
 class Forges:
-    """Chooses the forge for a repository."""
+    """Chooses the forge for a repository: GitHub for an App installation's, else plain git."""
 
-    def __init__(self, default: Forge) -> None:
+    def __init__(self, default: Forge, github: Forge | None = None) -> None:
         self.default = default
+        self.github = github
 
     def for_repo(self, repo: Repo) -> Forge:
+        if repo.github and self.github is not None:
+            return self.github
         return self.default
