@@ -65,6 +65,7 @@ class Settings:
     github_private_key: str | None = None
     github_webhook_secret: str | None = None
     github_api_url: str = "https://api.github.com"
+    github_label: str = "nimbus"
     log_level: str = "info"
 
     @property
@@ -141,6 +142,7 @@ class Settings:
             github_private_key=r.str("NIMBUS_GITHUB_PRIVATE_KEY")
             or r.file("NIMBUS_GITHUB_PRIVATE_KEY_PATH"),
             github_webhook_secret=r.str("NIMBUS_GITHUB_WEBHOOK_SECRET"),
+            github_label=r.str("NIMBUS_GITHUB_LABEL") or "nimbus",
             github_api_url=(r.str("NIMBUS_GITHUB_API_URL") or "https://api.github.com").rstrip("/"),
             log_level=(r.str("NIMBUS_LOG_LEVEL") or "info").lower(),
         )

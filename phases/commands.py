@@ -7,7 +7,7 @@ from typing import Any
 
 from bot.errors import Conflict
 from bot.events import TaskEvents
-from bot.models import Task
+from bot.models import Task, new_id, now_us
 from phases.machine import TERMINAL, WORKING, Gate, Outcome, Phase, Trigger, advance
 from phases.phase_events import phase_event
 
@@ -19,6 +19,37 @@ DECISIONS: dict[str, tuple[Gate, Trigger, str]] = {
     "approve-diff": (Gate.DIFF, Trigger.APPROVE_DIFF, "diff approved"),
     "reject-diff": (Gate.DIFF, Trigger.REJECT_DIFF, "diff rejected"),
 }
+
+
+async def new_task(
+    events: TaskEvents,
+    *,
+    workspace_id: str,
+    repo_id: str,
+    description: str,
+    auto_approve: bool = False,
+    skill_name: str | None = None,
+    agent_name: str | None = None,
+    source: dict[str, Any] | None = None,
+    source_key: str | None = None,
+) -> Task:
+    """Queue a task (its inputs already checked), from the API or from GitHub."""
+    created = now_us()
+    task = Task(
+        id=new_id("task"),
+        workspace_id=workspace_id,
+        repo_id=repo_id,
+        description=description.strip(),
+        phase=Phase.QUEUED,
+        created_us=created,
+        updated_us=created,
+        auto_approve=auto_approve,
+        skill_name=skill_name,
+        agent_name=agent_name,
+        source=source,
+        source_key=source_key,
+    )
+    return await events.create(task, [phase_event(events, Phase.QUEUED, None)])
 
 
 def _where(task: Task) -> str:

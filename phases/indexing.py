@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 from bot.errors import ConfigError, PhaseError
+from bot.git import safe_branch
 from bot.inventory import Inventory, detect_test_command, take_inventory
+from bot.models import Task
 from bot.repo_config import CONFIG_PATH, RepoConfig, parse_repo_config
 from bot.testresults import TestRun
 from phases.context import PhaseRun, Step
@@ -15,6 +18,16 @@ from phases.repo_commands import run_setup, run_tests
 _MAX_CONFIG_BYTES = 256 * 1024
 # How many paths the repository overview lists before summarising the rest.
 _MAX_LISTED_FILES = 400
+
+
+def task_branch(task: Task, prefix: str) -> str:
+    """`nimbus/<task-id>`, or `nimbus/issue-<n>-<slug>` for a task from a GitHub issue."""
+    source = task.source or {}
+    if source.get("type") != "github_issue":
+        return safe_branch(f"{prefix}{task.id}")
+    words = re.findall(r"[a-z0-9]+", str(source.get("title") or "").lower())
+    slug = "-".join(words)[:40].strip("-") or "task"
+    return safe_branch(f"{prefix}issue-{source['issue']}-{slug}")
 
 
 def read_in_clone(clone: Path, relative: str, limit: int = _MAX_CONFIG_BYTES) -> str | None:
@@ -58,7 +71,7 @@ async def run(ctx: PhaseRun) -> Step:
     await ctx.log(f"indexed {inventory.summary}")
 
     branch = ctx.task.branch
-    wanted = f"{config.branch_prefix}{ctx.task.id}"
+    wanted = task_branch(ctx.task, config.branch_prefix)
     if branch != wanted:
         await ctx.git.run(["branch", "-M", wanted], cwd=clone)
         branch = wanted

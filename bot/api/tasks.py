@@ -12,12 +12,11 @@ from starlette.responses import JSONResponse, Response
 from bot.api.auth import own_repo, own_task, workspace_of
 from bot.api.bodies import Body, Field
 from bot.errors import NotFound, Unprocessable
-from bot.models import Task, new_id, now_us
+from bot.models import Task
 from bot.skills import valid_skill_name
 from phases import commands
 from phases.context import Services
-from phases.machine import STATUSES, Phase
-from phases.phase_events import phase_event
+from phases.machine import STATUSES
 
 MAX_DESCRIPTION = 20_000
 DEFAULT_LIMIT, MAX_LIMIT = 50, 200
@@ -89,21 +88,15 @@ async def create_task(request: Request) -> Response:
             " register it with POST /repos/"
         )
     _check_choices(services, body["agent_name"], body["skill_name"])
-    created = now_us()
-    task = Task(
-        id=new_id("task"),
+    task = await commands.new_task(
+        services.events,
         workspace_id=workspace,
         repo_id=body["repo_id"],
-        description=body["description"].strip(),
-        phase=Phase.QUEUED,
-        created_us=created,
-        updated_us=created,
+        description=body["description"],
         auto_approve=body["auto_approve"],
         skill_name=body["skill_name"],
         agent_name=body["agent_name"],
     )
-    events = services.events
-    task = await events.create(task, [phase_event(events, Phase.QUEUED, None)])
     return _task_response(task, 201)
 
 

@@ -174,7 +174,9 @@ class GitHubForge:
         comment_id = self._comments.get(marker)
         if comment_id is None:
             async for comment in gh.getiter(f"/repos/{full_name}/issues/{issue}/comments"):
-                if comment.get("body", "").lstrip().startswith(marker):
+                # Only Nimbus's own comments: anyone could write a marker into theirs.
+                author = comment.get("user") or {}
+                if author.get("type") == "Bot" and comment.get("body", "").startswith(marker):
                     comment_id = comment["id"]
                     break
         if comment_id is None:

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import contextlib
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, field
+from typing import Any
 
 from bot.errors import Conflict
 from bot.github.client import GitHubApp
@@ -24,12 +26,29 @@ def web_url(api_url: str) -> str:
     return api_url.rstrip("/").removesuffix("/api/v3")
 
 
+# How long a collaborator's permission is trusted before GitHub is asked again.
+PERMISSION_TTL = 60.0
+_WRITERS = frozenset({"admin", "maintain", "write"})
+
+
 @dataclass
 class GitHubContext:
     """What handlers work with: Nimbus's services and, when configured, the App's client."""
 
     services: Services
     app: GitHubApp | None
+    _permissions: dict[tuple[str, str], tuple[bool, float]] = field(default_factory=dict)
+
+    async def can_write(self, gh: Any, full_name: str, login: str) -> bool:
+        """Whether `login` has write, maintain or admin access (cached briefly)."""
+        cached = self._permissions.get((full_name, login))
+        if cached and cached[1] > time.monotonic():
+            return cached[0]
+        # https://docs.github.com/rest/collaborators/collaborators#get-repository-permissions-for-a-user
+        data = await gh.getitem(f"/repos/{full_name}/collaborators/{login}/permission")
+        allowed = data.get("permission") in _WRITERS or data.get("role_name") in _WRITERS
+        self._permissions[(full_name, login)] = (allowed, time.monotonic() + PERMISSION_TTL)
+        return allowed
 
     async def install(self, installation: dict) -> str:
         """The installation's workspace, created on first sight."""
