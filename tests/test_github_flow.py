@@ -1,0 +1,153 @@
+"""End to end on a fake GitHub: `/nimbus …` on an issue → plan → approve → diff → PR pushed."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+import uuid
+
+import httpx2
+import pytest
+
+from tests.conftest import TEST_COMMAND
+from tests.fakes.github import FakeGitHub, GitRemote, running
+from tests.test_github_webhooks import EXAMPLES, SECRET, sign
+
+FILES = {
+    "calc.py": "def add(a, b):\n    return a + b\n",
+    "tests/__init__.py": "",
+    "tests/test_calc.py": "from calc import add\n\n\ndef test_add():\n    assert add(1, 2) == 3\n",
+    "conftest.py": "",
+    ".github/nimbus.yml": f"test_command: {TEST_COMMAND}\n",
+}
+
+
+class GitHubWorld:
+    """A fake GitHub with one installed repository, and Nimbus wired to it."""
+
+    def __init__(self, github: FakeGitHub, remote: GitRemote, server) -> None:
+        self.github = github
+        self.remote = remote
+        self.server = server
+
+    async def get(self, path: str) -> dict:
+        token = self.github.issue_token(1)
+        async with httpx2.AsyncClient(base_url=self.github.url) as client:
+            response = await client.get(path, headers={"Authorization": f"token {token}"})
+        assert response.status_code == 200, response.text
+        return response.json()
+
+    async def comment(self, number: int, body: str, user: str = "alice") -> str:
+        """`user` comments on the issue; GitHub delivers issue_comment.created to Nimbus."""
+        comment = self.github.add_comment("octo-org", "hello", number, body, user=user)
+        payload = json.loads((EXAMPLES / "issue_comment" / "created.payload.json").read_text())
+        payload["installation"] = {"id": 1}
+        payload["repository"] = await self.get("/repos/octo-org/hello")
+        payload["issue"] = await self.get(f"/repos/octo-org/hello/issues/{number}")
+        payload["comment"] = await self.get(f"/repos/octo-org/hello/issues/comments/{comment.id}")
+        payload["sender"] = payload["comment"]["user"]
+        return await self.deliver("issue_comment", payload)
+
+    async def deliver(self, event: str, payload: dict) -> str:
+        body = json.dumps(payload).encode()
+        delivery = str(uuid.uuid4())
+        headers = {
+            "Content-Type": "application/json",
+            "X-GitHub-Event": event,
+            "X-GitHub-Delivery": delivery,
+            "X-Hub-Signature-256": sign(body),
+        }
+        response = await self.server.client.post("/github/webhooks", content=body, headers=headers)
+        assert response.status_code == 202, response.text
+        store = self.server.app.state.services.store
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            row = await store._fetchone(
+                "SELECT processed_us, error FROM webhook_deliveries WHERE delivery_id = ?",
+                (delivery,),
+            )
+            if row["processed_us"]:
+                assert row["error"] is None, row["error"]
+                return delivery
+            await asyncio.sleep(0.02)
+        pytest.fail("the delivery was not processed")
+
+    async def task(self, timeout: float = 60, until=lambda t: True) -> dict:
+        """The issue's newest task, once `until(task)` holds."""
+        store = self.server.app.state.services.store
+        deadline = time.monotonic() + timeout
+        while True:
+            tasks = await store.list_tasks(
+                "ws-gh-1", status=None, repo_id=None, limit=1, before=None
+            )
+            if tasks and until(tasks[0].to_json()):
+                return tasks[0].to_json()
+            assert time.monotonic() < deadline, tasks and tasks[0].to_json()
+            await asyncio.sleep(0.05)
+
+    def bodies(self, number: int) -> list[str]:
+        return [c.body for c in self.github.comments_on("octo-org", "hello", number)]
+
+
+@pytest.fixture
+async def world(tmp_path, start_server, settings):
+    async with (
+        running(FakeGitHub()) as github,
+        running(GitRemote(tmp_path / "git", github)) as remote,
+    ):
+        remote.create("octo-org", "hello", files=FILES)
+        github.add_repo("octo-org", "hello", installation_id=1, remote=remote)
+        github.set_permission("octo-org", "hello", "alice", "write")
+        server = await start_server(
+            settings.with_overrides(
+                github_app_id=str(github.app_id),
+                github_private_key=github.private_key_pem,
+                github_webhook_secret=SECRET,
+                github_api_url=github.url,
+            )
+        )
+        yield GitHubWorld(github, remote, server)
+        assert github.problems == []
+
+
+async def test_an_issue_comment_becomes_a_pull_request(world):
+    github = world.github
+    issue = github.add_issue("octo-org", "hello", "Add multiply", "We need `multiply(a, b)`.")
+    await world.comment(issue.number, "/nimbus add a multiply function with a test")
+    task = await world.task(until=lambda t: t["approval"] == "plan")
+    assert task["source"]["issue"] == issue.number
+    assert task["description"].startswith("add a multiply function with a test\n\nIssue #")
+    plan_comments = [b for b in world.bodies(issue.number) if ":plan -->" in b.splitlines()[0]]
+    assert len(plan_comments) == 1 and "/nimbus approve" in plan_comments[0]
+
+    await world.comment(issue.number, "/nimbus approve")
+    task = await world.task(until=lambda t: t["approval"] == "diff")
+    diff_comments = [b for b in world.bodies(issue.number) if ":diff -->" in b.splitlines()[0]]
+    assert len(diff_comments) == 1 and "multiply" in diff_comments[0]
+
+    await world.comment(issue.number, "/nimbus approve-diff")
+    task = await world.task(until=lambda t: t["phase"] in ("DONE", "FAILED"))
+    assert task["status"] == "completed", task
+    (pull,) = github.pulls_of("octo-org", "hello")
+    assert task["pr_url"] == f"https://github.example/octo-org/hello/pull/{pull.number}"
+    assert pull.draft is True
+    assert pull.head == task["branch"] == "nimbus/issue-1-add-multiply"
+    assert f"Closes #{issue.number}" in pull.body
+    assert world.remote.branch("octo-org", "hello", task["branch"]) is not None
+    # One status comment, edited in place.
+    statuses = [
+        b for b in world.bodies(issue.number) if b.startswith(f"<!-- nimbus:task={task['id']} -->")
+    ]
+    assert len(statuses) == 1
+
+
+async def test_a_reader_gets_one_reply_and_no_task(world):
+    github = world.github
+    github.set_permission("octo-org", "hello", "mallory", "read")
+    issue = github.add_issue("octo-org", "hello", "Add multiply")
+    await world.comment(issue.number, "/nimbus rm -rf everything", user="mallory")
+    store = world.server.app.state.services.store
+    assert await store.list_tasks("ws-gh-1", status=None, repo_id=None, limit=5, before=None) == []
+    replies = [b for b in world.bodies(issue.number) if "nimbus:permission" in b]
+    assert len(replies) == 1
