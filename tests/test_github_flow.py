@@ -49,6 +49,16 @@ class GitHubWorld:
         payload["sender"] = payload["comment"]["user"]
         return await self.deliver("issue_comment", payload)
 
+    async def issue_event(self, action: str, number: int, **extra) -> str:
+        """GitHub delivers `issues.<action>` for issue `number`, as sent by alice."""
+        example = "labeled.payload.json" if action == "labeled" else "opened.payload.json"
+        payload = json.loads((EXAMPLES / "issues" / example).read_text())
+        payload.update(action=action, installation={"id": 1}, **extra)
+        payload["repository"] = await self.get("/repos/octo-org/hello")
+        payload["issue"] = await self.get(f"/repos/octo-org/hello/issues/{number}")
+        payload["sender"] = {**payload["sender"], "login": "alice", "type": "User"}
+        return await self.deliver("issues", payload)
+
     async def deliver(self, event: str, payload: dict) -> str:
         body = json.dumps(payload).encode()
         delivery = str(uuid.uuid4())
@@ -151,3 +161,64 @@ async def test_a_reader_gets_one_reply_and_no_task(world):
     assert await store.list_tasks("ws-gh-1", status=None, repo_id=None, limit=5, before=None) == []
     replies = [b for b in world.bodies(issue.number) if "nimbus:permission" in b]
     assert len(replies) == 1
+
+
+async def test_the_label_starts_a_task_and_comes_off_when_it_ends(world):
+    github = world.github
+    issue = github.add_issue("octo-org", "hello", "Add multiply", "Please.", labels=["nimbus"])
+    await world.issue_event("labeled", issue.number, label={"name": "nimbus"})
+    task = await world.task(until=lambda t: t["approval"] == "plan")
+    assert task["description"].startswith("Issue #1: Add multiply")
+    await world.comment(issue.number, "/nimbus reject")
+    task = await world.task(until=lambda t: t["phase"] == "FAILED")
+    assert task["status"] == "cancelled"
+    deadline = time.monotonic() + 10
+    while "nimbus" in [label.name for label in github.issues[("octo-org/hello", 1)].labels]:
+        assert time.monotonic() < deadline, "the label stayed"
+        await asyncio.sleep(0.05)
+    results = [b for b in world.bodies(issue.number) if ":result -->" in b.splitlines()[0]]
+    assert len(results) == 1
+
+
+async def test_closing_the_issue_cancels_its_task(world):
+    issue = world.github.add_issue("octo-org", "hello", "Add multiply")
+    await world.comment(issue.number, "/nimbus add multiply")
+    await world.task(until=lambda t: t["approval"] == "plan")
+    await world.issue_event("closed", issue.number)
+    task = await world.task(until=lambda t: t["phase"] == "FAILED")
+    assert task["status"] == "cancelled"
+    assert "the issue was closed" in task["error"]
+
+
+async def test_one_active_task_per_issue(world):
+    issue = world.github.add_issue("octo-org", "hello", "Add multiply")
+    await world.comment(issue.number, "/nimbus add multiply")
+    task = await world.task(until=lambda t: t["approval"] == "plan")
+    await world.comment(issue.number, "/nimbus also add divide")
+    store = world.server.app.state.services.store
+    tasks = await store.list_tasks("ws-gh-1", status=None, repo_id=None, limit=5, before=None)
+    assert [t.id for t in tasks] == [task["id"]]
+    assert any(task["id"] in b and "active" in b.lower() for b in world.bodies(issue.number))
+
+
+async def test_bots_and_quoted_commands_start_nothing(world):
+    issue = world.github.add_issue("octo-org", "hello", "Add multiply")
+    await world.comment(issue.number, "/nimbus add multiply", user="dependabot[bot]")
+    await world.comment(issue.number, "> /nimbus add multiply\n\nas they said")
+    store = world.server.app.state.services.store
+    assert await store.list_tasks("ws-gh-1", status=None, repo_id=None, limit=5, before=None) == []
+
+
+async def test_an_expired_token_is_renewed_mid_task(world):
+    github = world.github
+    issue = github.add_issue("octo-org", "hello", "Add multiply")
+    await world.comment(issue.number, "/nimbus add multiply")
+    await world.task(until=lambda t: t["approval"] == "plan")
+    github.expire_all_tokens()
+    await world.comment(issue.number, "/nimbus approve")
+    await world.task(until=lambda t: t["approval"] == "diff")
+    github.expire_all_tokens()
+    await world.comment(issue.number, "/nimbus approve-diff")
+    task = await world.task(until=lambda t: t["phase"] in ("DONE", "FAILED"))
+    assert task["status"] == "completed", task
+    assert len(github.pulls_of("octo-org", "hello")) == 1

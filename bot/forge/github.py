@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import base64
+import contextlib
 import logging
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 from gidgethub import BadRequest, GitHubBroken
 
@@ -158,6 +160,20 @@ class GitHubForge:
             await self._upsert(
                 gh, repo_github, issue, render.marker(task.id, "plan"), render.plan_comment(task)
             )
+        if task.phase in (Phase.DONE, Phase.FAILED):
+            await self._upsert(
+                gh,
+                repo_github,
+                issue,
+                render.marker(task.id, "result"),
+                render.result_comment(task),
+            )
+            label = (task.source or {}).get("label")
+            if label:
+                # The trigger label comes off when the task ends, so it can be applied again.
+                with contextlib.suppress(BadRequest):
+                    name = quote(label, safe="")
+                    await gh.delete(f"/repos/{repo_github}/issues/{issue}/labels/{name}")
         if task.phase == Phase.AWAITING_APPROVAL and task.approval == Gate.DIFF:
             diff = await self.store.get_diff(task.id) or ""
             base = task.state.get("default_branch") or "main"

@@ -8,7 +8,7 @@ import logging
 import random
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from datetime import datetime
 from typing import Any
 
@@ -64,15 +64,23 @@ class RetryingGitHubAPI(GitHubAPI):
     https://docs.github.com/rest/using-the-rest-api/best-practices-for-using-the-rest-api
     """
 
-    def __init__(self, *args: Any, max_retries: int = 4, retry_base: float = 1.0, **kw: Any):
+    def __init__(
+        self,
+        *args: Any,
+        max_retries: int = 4,
+        retry_base: float = 1.0,
+        renew: Callable[[], Awaitable[str]] | None = None,
+        **kw: Any,
+    ):
         super().__init__(*args, **kw)
         self.max_retries = max_retries
         self.retry_base = retry_base
+        self.renew = renew
 
     async def _request(
         self, method: str, url: str, headers: Mapping[str, str], body: bytes = b""
     ) -> tuple[int, Mapping[str, str], bytes]:
-        attempt = 0
+        attempt, renewed = 0, False
         while True:
             try:
                 status, response_headers, data = await super()._request(method, url, headers, body)
@@ -86,6 +94,13 @@ class RetryingGitHubAPI(GitHubAPI):
                     raise
                 wait = self._backoff(attempt)
             else:
+                if status == 401 and self.renew is not None and not renewed:
+                    # The token expired or was revoked before its time: mint one, ask again.
+                    renewed = True
+                    token = await self.renew()
+                    self.oauth_token = token
+                    headers = {**headers, "authorization": f"token {token}"}
+                    continue
                 wait = self._wait_for(method, status, response_headers, attempt)
                 if wait is None:
                     return status, response_headers, data
@@ -140,7 +155,12 @@ class GitHubApp:
         # One ETag cache per installation: a shared one could hand one tenant another's data.
         self._caches: dict[int, BoundedCache] = {}
 
-    def _api(self, token: str | None = None, cache: BoundedCache | None = None) -> GitHubAPI:
+    def _api(
+        self,
+        token: str | None = None,
+        cache: BoundedCache | None = None,
+        renew: Callable[[], Awaitable[str]] | None = None,
+    ) -> GitHubAPI:
         return RetryingGitHubAPI(
             self.http,
             USER_AGENT,
@@ -149,6 +169,7 @@ class GitHubApp:
             base_url=self.api_url,
             max_retries=self.max_retries,
             retry_base=self.retry_base,
+            renew=renew,
         )
 
     def jwt(self) -> str:
@@ -185,4 +206,9 @@ class GitHubApp:
     async def api(self, installation_id: int) -> GitHubAPI:
         """A client acting as the installation, with that installation's own ETag cache."""
         cache = self._caches.setdefault(installation_id, BoundedCache())
-        return self._api(await self.token(installation_id), cache)
+
+        async def renew() -> str:
+            self.forget_token(installation_id)
+            return await self.token(installation_id)
+
+        return self._api(await self.token(installation_id), cache, renew)

@@ -67,7 +67,7 @@ class IssueRequest:
         await self.reply(render.permission_reply(login))
         return False
 
-    async def new_task(self, text: str) -> Task | None:
+    async def new_task(self, text: str, *, label: str | None = None) -> Task | None:
         active = await self.ctx.services.store.active_tasks(source_key=self.key)
         if active:
             await self.reply(render.already_active_reply(active[-1].id))
@@ -85,6 +85,7 @@ class IssueRequest:
                 "issue": int(self.issue["number"]),
                 "title": clean_text(self.issue.get("title") or "")[:200],
                 "requested_by": self.sender.get("login"),
+                "label": label,
             },
             source_key=self.key,
         )
@@ -167,7 +168,7 @@ async def labeled(event: sansio.Event, ctx: GitHubContext, *a: Any, **kw: Any) -
         return
     request = IssueRequest(event, ctx)
     if await request.may_act():
-        await request.new_task("")
+        await request.new_task("", label=label)
 
 
 @router.register("issues", action="closed")
