@@ -1,18 +1,20 @@
-"""The `nimbus` command: serve, and manage workspaces and API keys."""
+"""The `nimbus` command: serve, manage workspaces and API keys, register and try the GitHub App."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
 import logging
+import os
 import socket
 import sys
 from collections.abc import Awaitable, Callable, Sequence
+from pathlib import Path
 
 import uvicorn
 
 from bot.api.auth import DEFAULT_WORKSPACE
-from bot.errors import ConfigError
+from bot.errors import ConfigError, NimbusError
 from bot.keys import generate_key, hash_key
 from bot.settings import Settings
 from bot.store.sqlite import SqliteStore
@@ -99,6 +101,93 @@ async def _key_create(store: SqliteStore, workspace_id: str, label: str) -> int:
     return 0
 
 
+def _github_register(args: argparse.Namespace) -> int:
+    from bot.github import register
+
+    out = Path(args.out)
+    try:
+        template = register.load_manifest(args.manifest or register.manifest_path())
+        host, port = register.parse_listen(args.listen)
+        register.check_outputs(out)
+        try:
+            sock = _listen(host, port)
+        except OSError as exc:
+            raise ConfigError(f"cannot listen on {args.listen}: {exc.strerror}") from None
+        local = "http://" + register.authority(host, sock.getsockname()[1])
+        reg = register.registration(
+            template, url=args.url, local=local, out=out, github_url=args.github_url,
+            api_url=args.api_url, org=args.org, name=args.name,
+        )  # fmt: skip
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(f"Open {local}/ in your browser to create the App on GitHub", flush=True)
+    print(f"(waiting up to {args.timeout / 60:g} minutes; Ctrl-C gives up)", flush=True)
+    try:
+        app, pem = asyncio.run(register.serve(reg, sock, args.timeout))
+    except NimbusError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("interrupted: no App was saved", file=sys.stderr)
+        return 130
+    print(register.next_steps(app, out, pem, reg.manifest["hook_attributes"]["url"]), end="")
+    return 0
+
+
+def _replay(args: argparse.Namespace) -> int:
+    from bot.github.replay import replay
+
+    secret = args.secret or os.environ.get("NIMBUS_GITHUB_WEBHOOK_SECRET", "").strip()
+    try:
+        answer = replay(args.url, args.event, Path(args.payload), secret, args.delivery)
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except NimbusError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    print(f"{answer.status_code} {answer.reason_phrase}")
+    print(answer.text)
+    if not answer.is_success:
+        print(f"error: Nimbus answered {answer.status_code}: {answer.text}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _add_github_commands(commands: argparse._SubParsersAction) -> None:
+    from bot.github.register import DEFAULT_LISTEN, DEFAULT_OUT, DEFAULT_TIMEOUT
+
+    github = commands.add_parser("github", help="the GitHub App")
+    github_commands = github.add_subparsers(dest="action", required=True)
+    reg = github_commands.add_parser(
+        "register", help="create Nimbus's GitHub App from its manifest, in your browser"
+    )
+    reg.add_argument("--url", required=True, help="where GitHub reaches this Nimbus (https://…)")
+    reg.add_argument("--org", help="create the App for this organization, not your account")
+    reg.add_argument("--name", help="the App's name (unique on GitHub; default from the manifest)")
+    reg.add_argument("--out", default=DEFAULT_OUT, help=f"settings file (default {DEFAULT_OUT})")
+    reg.add_argument(
+        "--listen", default=DEFAULT_LISTEN, help=f"local page, HOST:PORT (default {DEFAULT_LISTEN})"
+    )
+    reg.add_argument(
+        "--github-url", default="https://github.com", help="GitHub (Enterprise: your host)"
+    )
+    reg.add_argument(
+        "--api-url", default="https://api.github.com", help="its API (Enterprise: …/api/v3)"
+    )
+    reg.add_argument("--manifest", type=Path, help="the manifest (default: github_app.yml)")
+    reg.add_argument(
+        "--timeout", type=float, default=DEFAULT_TIMEOUT, help="seconds to wait (default 3600)"
+    )
+    replay = commands.add_parser("replay", help="send a payload to Nimbus as a signed delivery")
+    replay.add_argument("event", help="the X-GitHub-Event, e.g. issues or issue_comment")
+    replay.add_argument("payload", help="a JSON file, as GitHub would deliver it")
+    replay.add_argument("--url", default="http://127.0.0.1:8000", help="Nimbus's base URL")
+    replay.add_argument("--secret", help="webhook secret (default NIMBUS_GITHUB_WEBHOOK_SECRET)")
+    replay.add_argument("--delivery", help="the X-GitHub-Delivery id (default: a new UUID)")
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="nimbus", description="A self-hosted coding agent.")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -115,11 +204,17 @@ def _parser() -> argparse.ArgumentParser:
     key_create = key_commands.add_parser("create", help="create an API key and print it once")
     key_create.add_argument("--workspace", required=True, help="the workspace id, ws-…")
     key_create.add_argument("--label", default="", help="a note to tell keys apart")
+    _add_github_commands(commands)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    # These two need no settings: a malformed NIMBUS_* must not stop them.
+    if args.command == "github":
+        return _github_register(args)
+    if args.command == "replay":
+        return _replay(args)
     try:
         settings = Settings.from_env()
     except ConfigError as exc:

@@ -68,9 +68,12 @@ class Git:
             # A forge's token travels in git's own environment only: never on disk, in the
             # command line (other users can read it there) or in the repository's config.
             auth = {
-                "GIT_CONFIG_COUNT": "1",
+                "GIT_CONFIG_COUNT": "2",
                 "GIT_CONFIG_KEY_0": "http.extraHeader",
                 "GIT_CONFIG_VALUE_0": auth_header,
+                # No credential helper: a refused token must fail, not fall back to another.
+                "GIT_CONFIG_KEY_1": "credential.helper",
+                "GIT_CONFIG_VALUE_1": "",
                 "GIT_CONFIG_NOSYSTEM": "1",
             }
             return EnvPolicy(home=self.home, extra={**extra, **auth})

@@ -10,6 +10,7 @@ import uuid
 import httpx2
 import pytest
 
+from bot.keys import hash_key
 from tests.conftest import TEST_COMMAND
 from tests.fakes.github import FakeGitHub, GitRemote, running
 from tests.test_github_webhooks import EXAMPLES, SECRET, sign
@@ -173,7 +174,7 @@ async def test_the_label_starts_a_task_and_comes_off_when_it_ends(world):
     task = await world.task(until=lambda t: t["phase"] == "FAILED")
     assert task["status"] == "cancelled"
     deadline = time.monotonic() + 10
-    while "nimbus" in [label.name for label in github.issues[("octo-org/hello", 1)].labels]:
+    while "nimbus" in github.issues[("octo-org/hello", 1)].labels:
         assert time.monotonic() < deadline, "the label stayed"
         await asyncio.sleep(0.05)
     results = [b for b in world.bodies(issue.number) if ":result -->" in b.splitlines()[0]]
@@ -222,3 +223,25 @@ async def test_an_expired_token_is_renewed_mid_task(world):
     task = await world.task(until=lambda t: t["phase"] in ("DONE", "FAILED"))
     assert task["status"] == "completed", task
     assert len(github.pulls_of("octo-org", "hello")) == 1
+
+
+async def test_a_push_with_a_token_revoked_early_is_retried_with_a_new_one(world):
+    github = world.github
+    issue = github.add_issue("octo-org", "hello", "Add multiply")
+    await world.comment(issue.number, "/nimbus add multiply")
+    await world.task(until=lambda t: t["approval"] == "plan")
+    await world.comment(issue.number, "/nimbus approve")
+    await world.task(until=lambda t: t["approval"] == "diff")
+    # GitHub revokes the token early; Nimbus's cached copy still looks fresh to it, and the
+    # diff is approved through the API, so the push is the first to meet the refusal.
+    github.expire_all_tokens()
+    store = world.server.app.state.services.store
+    await store.add_api_key("ws-gh-1", hash_key("gh-1-key-0123456789"), "")
+    task = await world.task()
+    response = await world.server.client.post(
+        f"/tasks/{task['id']}/approve-diff", headers={"X-API-Key": "gh-1-key-0123456789"}
+    )
+    assert response.status_code == 200
+    task = await world.task(until=lambda t: t["phase"] in ("DONE", "FAILED"))
+    assert task["status"] == "completed", task
+    assert world.remote.denied  # the first push was refused, the second went through

@@ -62,7 +62,11 @@ class GitHubForge:
                 await run(_auth_header(await self.app.token(installation)))
                 return
             except GitError as exc:
-                refused = "401" in str(exc) or "Authentication failed" in str(exc)
+                # With prompts off, git reports a refused token as a failed prompt.
+                refused = any(
+                    sign in str(exc)
+                    for sign in ("401", "Authentication failed", "could not read Username")
+                )
                 if not refused or attempt:
                     raise
                 # The token expired or was revoked mid-task: mint a new one and try again.
