@@ -7,7 +7,7 @@ import json
 import pytest
 
 from tests.conftest import git
-from tests.fakes.models import Fail, FakeAnthropic, FakeOpenAI, Reply, ToolCall, running
+from tests.fakes.models import Drop, Fail, FakeAnthropic, FakeOpenAI, Reply, ToolCall, running
 
 PLAN = {"plan": [{"title": "Add multiply()", "files": ["calc.py"], "detail": "a * b"}]}
 TEST = "from calc import multiply\n\n\ndef test_multiply():\n    assert multiply(3, 4) == 12\n"
@@ -297,3 +297,9 @@ async def test_a_blocking_review_goes_back_to_fixing_once(openai, start_server, 
     _, task = await run_task(start_server, with_model(settings, openai), remote)
     assert task["status"] == "completed", task
     assert "# product" in git("show", f"nimbus/{task['id']}:calc.py", cwd=remote)
+
+
+async def test_a_dropped_connection_is_retried(openai, start_server, settings, remote):
+    openai.script(Drop(), plan_reply(), *implement_replies(), review_reply())
+    _, task = await run_task(start_server, with_model(settings, openai), remote)
+    assert task["status"] == "completed", task
