@@ -6,10 +6,12 @@ import argparse
 import asyncio
 import logging
 import os
+import shlex
 import socket
 import sys
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import uvicorn
 
@@ -101,6 +103,19 @@ async def _key_create(store: SqliteStore, workspace_id: str, label: str) -> int:
     return 0
 
 
+def _next_steps(app: Mapping[str, Any], out: Path, pem: Path, hook_url: str) -> str:
+    """What to do once the App exists; names files, never their secrets."""
+    html_url = app.get("html_url") or f"https://github.com/apps/{app.get('slug', '')}"
+    return (
+        f"Created the GitHub App {app.get('slug') or app.get('name')} (id {app['id']}).\n"
+        f"Wrote {out} and {pem} (mode 0600; keep them secret).\n\n"
+        f"1. Install the App on your repositories: {html_url}/installations/new\n"
+        f"2. Start Nimbus with these settings, where GitHub reaches it at {hook_url}\n"
+        "   (directly, or through a reverse proxy or tunnel):\n"
+        f"     set -a; . {shlex.quote(str(out))}; set +a; nimbus serve\n"
+    )
+
+
 def _github_register(args: argparse.Namespace) -> int:
     from bot.github import register
 
@@ -121,17 +136,20 @@ def _github_register(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    print(f"Open {local}/ in your browser to create the App on GitHub", flush=True)
-    print(f"(waiting up to {args.timeout / 60:g} minutes; Ctrl-C gives up)", flush=True)
+
+    def ready() -> None:
+        print(f"Open {local}/ in your browser to create the App on GitHub", flush=True)
+        print(f"(waiting up to {args.timeout / 60:g} minutes; Ctrl-C gives up)", flush=True)
+
     try:
-        app, pem = asyncio.run(register.serve(reg, sock, args.timeout))
+        app, pem = asyncio.run(register.serve(reg, sock, args.timeout, ready))
     except NimbusError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
-    except KeyboardInterrupt:
-        print("interrupted: no App was saved", file=sys.stderr)
-        return 130
-    print(register.next_steps(app, out, pem, reg.manifest["hook_attributes"]["url"]), end="")
+    except KeyboardInterrupt:  # before the server took over Ctrl-C
+        print("error: interrupted: no App was saved", file=sys.stderr)
+        return 1
+    print(_next_steps(app, out, pem, reg.manifest["hook_attributes"]["url"]), end="")
     return 0
 
 

@@ -148,7 +148,13 @@ async def comment_created(event: sansio.Event, ctx: GitHubContext, *a: Any, **kw
     if _is_bot(comment.get("user") or {}) or "pull_request" in event.data["issue"]:
         return
     command = parse_command(comment.get("body") or "")
-    if command is None or ctx.app is None:
+    if command is None:
+        return
+    if ctx.app is None:
+        log.warning(
+            "a /nimbus command arrived but the GitHub App is not configured: set"
+            " NIMBUS_GITHUB_APP_ID and NIMBUS_GITHUB_PRIVATE_KEY (or _PATH) to act on it"
+        )
         return
     request = IssueRequest(event, ctx)
     gh = await request.api()

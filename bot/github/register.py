@@ -8,6 +8,7 @@ sends their browser back here with a one-time code, exchanged for the App's id, 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import html
 import importlib.util
 import ipaddress
@@ -17,7 +18,7 @@ import re
 import secrets
 import shlex
 import socket
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -40,7 +41,7 @@ DEFAULT_OUT = "nimbus-github-app.env"
 # GitHub keeps a manifest code for an hour; waiting longer cannot succeed.
 DEFAULT_TIMEOUT = 3600.0
 CALLBACK_PATH = "/github/manifest"
-# The pages carry the state or the code: never cached, never sent on as a Referer.
+# The pages after GitHub's redirect have the code in their URL: never cached, never a Referer.
 PAGE_HEADERS = {"Cache-Control": "no-store", "Referrer-Policy": "no-referrer"}
 _CODE = re.compile(r"[A-Za-z0-9_-]{1,200}")
 _ORG = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,38})")
@@ -163,14 +164,9 @@ def callback_code(query: Mapping[str, str], state: str) -> str:
     return code
 
 
-def pem_path_for(out: Path) -> Path:
-    """The private key's file, next to the settings file."""
-    return out.with_suffix(".pem")
-
-
 def check_outputs(out: Path) -> None:
     """Refuse, before anything is created on GitHub, to overwrite keys or write nowhere."""
-    pem = pem_path_for(out)
+    pem = out.with_suffix(".pem")  # next to the settings file
     if pem == out:
         raise ConfigError(f"--out {out} would be the key file itself: name a .env file")
     if not out.parent.is_dir():
@@ -221,7 +217,7 @@ def write_credentials(out: Path, app: Mapping[str, Any], api_url: str) -> Path:
     missing = [key for key in ("id", "pem", "webhook_secret") if not app.get(key)]
     if missing:
         raise ConfigError(f"GitHub's answer lacks {', '.join(missing)}: register again")
-    pem = pem_path_for(out)
+    pem = out.with_suffix(".pem")  # next to the settings file
     _write_private(pem, str(app["pem"]))
     _write_private(out, settings_text(app, pem, api_url))
     return pem
@@ -249,19 +245,6 @@ def registration(
     return Registration(manifest, state, new_app_url(github_url, org, state), local, out, api_url)
 
 
-def next_steps(app: Mapping[str, Any], out: Path, pem: Path, hook_url: str) -> str:
-    """What to do once the App exists; names files, never their secrets."""
-    html_url = app.get("html_url") or f"https://github.com/apps/{app.get('slug', '')}"
-    return (
-        f"Created the GitHub App {app.get('slug') or app.get('name')} (id {app['id']}).\n"
-        f"Wrote {out} and {pem} (mode 0600; keep them secret).\n\n"
-        f"1. Install the App on your repositories: {html_url}/installations/new\n"
-        f"2. Start Nimbus with these settings, where GitHub reaches it at {hook_url}\n"
-        "   (directly, or through a reverse proxy or tunnel):\n"
-        f"     set -a; . {shlex.quote(str(out))}; set +a; nimbus serve\n"
-    )
-
-
 async def exchange(api_url: str, code: str) -> dict[str, Any]:
     """Trade the redirect's code for the App: id, pem, webhook_secret, client id and secret."""
     async with httpx2.AsyncClient(timeout=httpx2.Timeout(30.0, connect=10.0)) as http:
@@ -269,11 +252,15 @@ async def exchange(api_url: str, code: str) -> dict[str, Any]:
         # No authentication: the code itself is the credential, good once within the hour.
         answer = await github.post(f"/app-manifests/{quote(code, safe='')}/conversions", data=b"")
     if not isinstance(answer, dict):
-        raise ValueError("GitHub answered the conversion with something other than an App")
+        raise ValueError(f"GitHub's answer is not an App: {str(answer)[:100]}")
     return answer
 
 
-def _app(reg: Registration, done: asyncio.Future[tuple[dict[str, Any], Path]]) -> Starlette:
+def _app(
+    reg: Registration,
+    done: asyncio.Future[tuple[dict[str, Any], Path]],
+    ready: Callable[[], None],
+) -> Starlette:
     """The local pages: `/` posts the manifest to GitHub, CALLBACK_PATH takes the redirect."""
     host = urlsplit(reg.local).netloc
     claimed = False
@@ -288,7 +275,10 @@ def _app(reg: Registration, done: asyncio.Future[tuple[dict[str, Any], Path]]) -
     async def form(request: Request) -> Response:
         if foreign(request):
             return answer(403, "Wrong address", f"<p>Open {html.escape(reg.local)}/</p>")
-        return HTMLResponse(form_page(reg.manifest, reg.action), headers=PAGE_HEADERS)
+        # With a Referer (its URL holds nothing secret): an `Origin: null` might put GitHub off.
+        return HTMLResponse(
+            form_page(reg.manifest, reg.action), headers={"Cache-Control": "no-store"}
+        )
 
     async def callback(request: Request) -> Response:
         nonlocal claimed
@@ -329,27 +319,40 @@ def _app(reg: Registration, done: asyncio.Future[tuple[dict[str, Any], Path]]) -
             f" <a href='{install}'>install it on your repositories</a>.</p>",
         )
 
-    return Starlette(routes=[Route("/", form), Route(CALLBACK_PATH, callback)])
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        # uvicorn has taken over Ctrl-C by now, and the socket is listening.
+        ready()
+        yield
+
+    routes = [Route("/", form), Route(CALLBACK_PATH, callback)]
+    return Starlette(routes=routes, lifespan=lifespan)
 
 
 async def serve(
-    reg: Registration, sock: socket.socket, timeout: float
+    reg: Registration, sock: socket.socket, timeout: float, ready: Callable[[], None]
 ) -> tuple[dict[str, Any], Path]:
-    """Serve the pages on `sock` until GitHub's redirect is handled; the App and its key file."""
+    """Serve the pages on `sock` until GitHub's redirect is handled; the App and its key file.
+
+    `ready` is called once the pages are served (and Ctrl-C stops the server cleanly).
+    """
     done: asyncio.Future[tuple[dict[str, Any], Path]] = asyncio.get_running_loop().create_future()
     config = uvicorn.Config(
-        _app(reg, done), log_level="warning", access_log=False, lifespan="off",
+        _app(reg, done, ready), log_level="warning", access_log=False, lifespan="on",
         timeout_graceful_shutdown=5,
     )  # fmt: skip
     server = uvicorn.Server(config)
     job = asyncio.create_task(server.serve(sockets=[sock]))
     try:
         await asyncio.wait({done, job}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+        interrupted = job.done()  # uvicorn stops by itself on Ctrl-C or SIGTERM
     finally:
         server.should_exit = True
         await job
-    if not done.done():
-        raise NimbusError(
-            f"no answer from GitHub within {timeout:g} s: run `nimbus github register` again"
-        )
-    return done.result()
+    if done.done():  # also when GitHub answered while the server was stopping
+        return done.result()
+    if interrupted:
+        raise NimbusError("stopped before GitHub's answer came: no App was saved")
+    raise NimbusError(
+        f"no answer from GitHub within {timeout:g} s: run `nimbus github register` again"
+    )
