@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import html
-import importlib.util
 import ipaddress
 import json
 import os
@@ -52,11 +51,8 @@ class RefusedCallback(Exception):
 
 
 def manifest_path() -> Path:
-    """Where github_app.yml is: next to the `app` module, at the repository's root."""
-    spec = importlib.util.find_spec("app")
-    if spec is None or spec.origin is None:
-        raise ConfigError("cannot find github_app.yml: the `app` module is not installed")
-    return Path(spec.origin).parent / "github_app.yml"
+    """github_app.yml as packaged (a link to the repository root's copy in a checkout)."""
+    return Path(__file__).resolve().parent / "github_app.yml"
 
 
 def load_manifest(path: Path) -> dict[str, Any]:
