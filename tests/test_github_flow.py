@@ -253,3 +253,72 @@ async def test_a_token_revoked_before_the_push_is_replaced(world):
     assert response.status_code == 200
     task = await world.task(until=lambda t: t["phase"] in ("DONE", "FAILED"))
     assert task["status"] == "completed", task
+
+
+async def test_an_api_task_on_a_github_repository_opens_a_pull_request(world):
+    issue = world.github.add_issue("octo-org", "hello", "Say hello")
+    await world.comment(issue.number, "/nimbus help")  # registers the repository on the fly
+    store = world.server.app.state.services.store
+    (repo,) = await store.list_repos("ws-gh-1")
+    await store.add_api_key("ws-gh-1", hash_key("gh-1-key-0123456789"), "")
+    response = await world.server.client.post(
+        "/tasks/",
+        json={
+            "workspace_id": "ws-gh-1",
+            "repo_id": repo.id,
+            "description": "Add multiply",
+            "auto_approve": True,
+        },
+        headers={"X-API-Key": "gh-1-key-0123456789"},
+    )
+    task_id = response.json()["id"]
+    task = await world.task(until=lambda t: t["phase"] in ("DONE", "FAILED"))
+    assert task["id"] == task_id and task["status"] == "completed", task
+    (pull,) = world.github.pulls_of("octo-org", "hello")
+    assert task["pr_url"].endswith(f"/pull/{pull.number}")
+    assert task["branch"] == f"nimbus/{task_id}"
+    events = [e.to_json() for e in await store.events_after(task_id, 0)]
+    assert events[-1] == {**events[-1], "event_type": "done", "pr_url": task["pr_url"]}
+
+
+async def test_the_installation_token_never_leaks(tmp_path, start_server, settings):
+    seen_env = tmp_path / "test-env.txt"
+    files = {**FILES, ".github/nimbus.yml": f"test_command: env > {seen_env}; {TEST_COMMAND}\n"}
+    async with (
+        running(FakeGitHub()) as github,
+        running(GitRemote(tmp_path / "g", github)) as remote,
+    ):
+        remote.create("octo-org", "hello", files=files)
+        github.add_repo("octo-org", "hello", installation_id=1, remote=remote)
+        github.set_permission("octo-org", "hello", "alice", "write")
+        server = await start_server(
+            settings.with_overrides(
+                github_app_id=str(github.app_id),
+                github_private_key=github.private_key_pem,
+                github_webhook_secret=SECRET,
+                github_api_url=github.url,
+            )
+        )
+        world = GitHubWorld(github, remote, server)
+        issue = github.add_issue("octo-org", "hello", "Add multiply")
+        await world.comment(issue.number, "/nimbus add multiply")
+        await world.task(until=lambda t: t["approval"] == "plan")
+        await world.comment(issue.number, "/nimbus approve")
+        await world.task(until=lambda t: t["approval"] == "diff")
+        await world.comment(issue.number, "/nimbus approve-diff")
+        task = await world.task(until=lambda t: t["phase"] in ("DONE", "FAILED"))
+        assert task["status"] == "completed", task
+        minted = [t.token for t in github.tokens.values() if t.token != ""]
+        assert minted
+        places = [seen_env.read_text(), json.dumps(task)]
+        places += [
+            json.dumps(e.to_json())
+            for e in await server.app.state.services.store.events_after(task["id"], 0)
+        ]
+        places += [c.body for c in github.comments_on("octo-org", "hello", issue.number)]
+        for path in settings.data_dir.rglob("*"):
+            if path.is_file():
+                places.append(path.read_bytes().decode("latin-1"))
+        for token in minted:
+            assert not any(token in place for place in places)
+        assert github.problems == []
