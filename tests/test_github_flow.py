@@ -322,3 +322,17 @@ async def test_the_installation_token_never_leaks(tmp_path, start_server, settin
         for token in minted:
             assert not any(token in place for place in places)
         assert github.problems == []
+
+
+async def test_status_replies_without_becoming_a_second_status_comment(world):
+    issue = world.github.add_issue("octo-org", "hello", "Add multiply")
+    await world.comment(issue.number, "/nimbus add multiply")
+    task = await world.task(until=lambda t: t["approval"] == "plan")
+    await world.comment(issue.number, "/nimbus status")
+    marked = [
+        b for b in world.bodies(issue.number) if b.startswith(f"<!-- nimbus:task={task['id']} -->")
+    ]
+    assert len(marked) == 1
+    assert any(
+        "Plan approval" in b and not b.startswith("<!--") for b in world.bodies(issue.number)
+    )

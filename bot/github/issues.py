@@ -136,7 +136,9 @@ async def _run(request: IssueRequest, command: Command) -> None:
         elif command.word == "cancel":
             await commands.cancel(events, task, by=by)
         elif command.word == "status":
-            await request.reply(render.status_comment(task))
+            # Without its marker: the reply must not pass for the status comment Nimbus edits.
+            status = render.status_comment(task)
+            await request.reply(status.removeprefix(render.marker(task.id)).lstrip())
     except Conflict as exc:
         await request.reply(f"`/nimbus {command.word}` does not apply now: {exc}")
 
