@@ -336,3 +336,33 @@ async def test_status_replies_without_becoming_a_second_status_comment(world):
     assert any(
         "Plan approval" in b and not b.startswith("<!--") for b in world.bodies(issue.number)
     )
+
+
+async def test_retry_makes_a_new_task_from_the_same_request(world):
+    issue = world.github.add_issue("octo-org", "hello", "Add multiply")
+    await world.comment(issue.number, "/nimbus add multiply")
+    first = await world.task(until=lambda t: t["approval"] == "plan")
+    await world.comment(issue.number, "/nimbus reject")
+    await world.task(until=lambda t: t["phase"] == "FAILED")
+    await world.comment(issue.number, "/nimbus retry")
+    second = await world.task(until=lambda t: t["id"] != first["id"])
+    assert second["description"] == first["description"]
+    store = world.server.app.state.services.store
+    assert (await store.get_task(first["id"])).status == "cancelled"
+
+
+async def test_a_pull_request_github_opened_despite_a_5xx_is_not_opened_twice(world):
+    github = world.github
+    github.fail_next("POST", "/repos/*/pulls", 502, after_acting=True)
+    issue = github.add_issue("octo-org", "hello", "Add multiply")
+    await world.comment(issue.number, "/nimbus add multiply")
+    await world.task(until=lambda t: t["approval"] == "plan")
+    await world.comment(issue.number, "/nimbus approve")
+    await world.task(until=lambda t: t["approval"] == "diff")
+    await world.comment(issue.number, "/nimbus approve-diff")
+    task = await world.task(until=lambda t: t["phase"] in ("DONE", "FAILED"))
+    assert task["status"] == "completed", task
+    (pull,) = github.pulls_of("octo-org", "hello")
+    assert task["pr_url"].endswith(f"/pull/{pull.number}")
+    (check,) = [c for c in github.check_runs.values() if c.name == "Nimbus verification"]
+    assert check.conclusion == "success"

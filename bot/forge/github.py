@@ -89,7 +89,7 @@ class GitHubForge:
         )
         gh = await self.app.api(installation)
         pr = await self._pull_request(gh, task, full_name, branch)
-        await self._check_run(gh, task, full_name)
+        await self._check_run(gh, task, full_name, await self.git.head(workdir))
         return Delivery(branch=branch, pr_url=pr["html_url"])
 
     async def _existing_pr(self, gh: Any, full_name: str, branch: str) -> dict | None:
@@ -124,11 +124,9 @@ class GitHubForge:
             # The repository's plan has no draft pull requests: open a normal one.
             return await gh.post(f"/repos/{full_name}/pulls", data={**data, "draft": False})
 
-    async def _check_run(self, gh: Any, task: Task, full_name: str) -> None:
-        sha = (task.state.get("cleanup") or {}).get("commit_sha")
+    async def _check_run(self, gh: Any, task: Task, full_name: str, sha: str) -> None:
+        """The verification result on the PR's head commit."""
         verification = task.verification or {}
-        if not sha:
-            return
         passed = verification.get("passed")
         conclusion = "neutral" if passed is None else ("success" if passed else "failure")
         try:
