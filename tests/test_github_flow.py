@@ -366,3 +366,18 @@ async def test_a_pull_request_github_opened_despite_a_5xx_is_not_opened_twice(wo
     assert task["pr_url"].endswith(f"/pull/{pull.number}")
     (check,) = [c for c in github.check_runs.values() if c.name == "Nimbus verification"]
     assert check.conclusion == "success"
+
+
+async def test_a_plan_without_drafts_gets_a_normal_pull_request(world):
+    github = world.github
+    github.repos["octo-org/hello"].drafts_supported = False
+    issue = github.add_issue("octo-org", "hello", "Add multiply")
+    await world.comment(issue.number, "/nimbus add multiply")
+    await world.task(until=lambda t: t["approval"] == "plan")
+    await world.comment(issue.number, "/nimbus approve")
+    await world.task(until=lambda t: t["approval"] == "diff")
+    await world.comment(issue.number, "/nimbus approve-diff")
+    task = await world.task(until=lambda t: t["phase"] in ("DONE", "FAILED"))
+    assert task["status"] == "completed", task
+    (pull,) = github.pulls_of("octo-org", "hello")
+    assert pull.draft is False
