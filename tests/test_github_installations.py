@@ -11,6 +11,7 @@ import pytest
 
 from bot.keys import hash_key
 from bot.models import Repo, new_id, now_us
+from bot.store.sqlite import SqliteStore
 from tests.test_github_webhooks import EXAMPLES, SECRET, sign
 
 
@@ -157,3 +158,22 @@ async def test_removing_the_app_or_a_repository_cancels_its_tasks(
     task = await store.get_task(task_id)
     assert task.status == "cancelled"
     assert why in task.error
+
+
+async def test_a_delivery_stored_before_a_crash_is_processed_after_the_restart(
+    start_server, settings
+):
+    settings = settings.with_overrides(github_webhook_secret=SECRET)
+    # The 202 was sent and the delivery stored, then the process died before processing it.
+    store = SqliteStore(settings.db_path)
+    await store.open()
+    payload = json.dumps(example("installation", "created.payload.json")).encode()
+    await store.record_delivery("d-crash", "installation", payload)
+    assert await store.claim_delivery(
+        f"{settings.worker_name}:github", time.time() + 600, time.time()
+    )
+    await store.close()
+
+    server = await start_server(settings)
+    assert await processed(server, "d-crash") is None
+    assert "Codertocat/Hello-World" in await repos_of(server, "ws-gh-957387")

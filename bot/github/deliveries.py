@@ -31,6 +31,8 @@ class DeliveryWorker:
         self.wake = asyncio.Event()
 
     async def start(self) -> None:
+        # What this worker was processing when it stopped is taken again at once.
+        await self.services.store.release_deliveries(self.name)
         self._loop = asyncio.create_task(self._run(), name="nimbus-github")
 
     async def stop(self) -> None:

@@ -508,6 +508,19 @@ class SqliteStore:
 
         return await self._write(work)
 
+    async def release_deliveries(self, worker: str) -> int:
+        """Hand back the deliveries `worker` held before a restart."""
+
+        async def work(conn: aiosqlite.Connection) -> int:
+            cur = await conn.execute(
+                "UPDATE webhook_deliveries SET lease_owner = NULL, lease_expires = NULL"
+                " WHERE lease_owner = ? AND processed_us IS NULL",
+                (worker,),
+            )
+            return cur.rowcount
+
+        return await self._write(work)
+
     async def finish_delivery(self, delivery_id: str, error: str | None) -> None:
         """Mark a delivery processed; with `error`, GitHub's redelivery will be taken again."""
 
