@@ -106,6 +106,17 @@ class GitHubWorld:
                 return found
             await asyncio.sleep(0.05)
 
+    async def through_both_gates(self, issue) -> dict:
+        """Ask for a task on the issue, approve the plan and the diff; the finished task."""
+        await self.comment(issue.number, "/nimbus add multiply")
+        await self.task(until=lambda t: t["approval"] == "plan")
+        await self.comment(issue.number, "/nimbus approve")
+        await self.task(until=lambda t: t["approval"] == "diff")
+        await self.comment(issue.number, "/nimbus approve-diff")
+        task = await self.task(until=lambda t: t["phase"] in ("DONE", "FAILED"))
+        assert task["status"] == "completed", task
+        return task
+
     def bodies(self, number: int) -> list[str]:
         return [c.body for c in self.github.comments_on("octo-org", "hello", number)]
 
@@ -301,13 +312,7 @@ async def test_the_installation_token_never_leaks(tmp_path, start_server, settin
         )
         world = GitHubWorld(github, remote, server)
         issue = github.add_issue("octo-org", "hello", "Add multiply")
-        await world.comment(issue.number, "/nimbus add multiply")
-        await world.task(until=lambda t: t["approval"] == "plan")
-        await world.comment(issue.number, "/nimbus approve")
-        await world.task(until=lambda t: t["approval"] == "diff")
-        await world.comment(issue.number, "/nimbus approve-diff")
-        task = await world.task(until=lambda t: t["phase"] in ("DONE", "FAILED"))
-        assert task["status"] == "completed", task
+        task = await world.through_both_gates(issue)
         minted = [t.token for t in github.tokens.values() if t.token != ""]
         assert minted
         places = [seen_env.read_text(), json.dumps(task)]
@@ -354,14 +359,7 @@ async def test_retry_makes_a_new_task_from_the_same_request(world):
 async def test_a_pull_request_github_opened_despite_a_5xx_is_not_opened_twice(world):
     github = world.github
     github.fail_next("POST", "/repos/*/pulls", 502, after_acting=True)
-    issue = github.add_issue("octo-org", "hello", "Add multiply")
-    await world.comment(issue.number, "/nimbus add multiply")
-    await world.task(until=lambda t: t["approval"] == "plan")
-    await world.comment(issue.number, "/nimbus approve")
-    await world.task(until=lambda t: t["approval"] == "diff")
-    await world.comment(issue.number, "/nimbus approve-diff")
-    task = await world.task(until=lambda t: t["phase"] in ("DONE", "FAILED"))
-    assert task["status"] == "completed", task
+    task = await world.through_both_gates(github.add_issue("octo-org", "hello", "Add multiply"))
     (pull,) = github.pulls_of("octo-org", "hello")
     assert task["pr_url"].endswith(f"/pull/{pull.number}")
     (check,) = [c for c in github.check_runs.values() if c.name == "Nimbus verification"]
@@ -371,13 +369,6 @@ async def test_a_pull_request_github_opened_despite_a_5xx_is_not_opened_twice(wo
 async def test_a_plan_without_drafts_gets_a_normal_pull_request(world):
     github = world.github
     github.repos["octo-org/hello"].drafts_supported = False
-    issue = github.add_issue("octo-org", "hello", "Add multiply")
-    await world.comment(issue.number, "/nimbus add multiply")
-    await world.task(until=lambda t: t["approval"] == "plan")
-    await world.comment(issue.number, "/nimbus approve")
-    await world.task(until=lambda t: t["approval"] == "diff")
-    await world.comment(issue.number, "/nimbus approve-diff")
-    task = await world.task(until=lambda t: t["phase"] in ("DONE", "FAILED"))
-    assert task["status"] == "completed", task
+    await world.through_both_gates(github.add_issue("octo-org", "hello", "Add multiply"))
     (pull,) = github.pulls_of("octo-org", "hello")
     assert pull.draft is False
