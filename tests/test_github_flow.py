@@ -178,6 +178,7 @@ async def test_a_reader_gets_one_reply_and_no_task(world):
     github.set_permission("octo-org", "hello", "mallory", "read")
     issue = github.add_issue("octo-org", "hello", "Add multiply")
     await world.comment(issue.number, "/nimbus rm -rf everything", user="mallory")
+    await world.comment(issue.number, "/nimbus approve", user="mallory")
     store = world.server.app.state.services.store
     assert await store.list_tasks("ws-gh-1", status=None, repo_id=None, limit=5, before=None) == []
     replies = [b for b in world.bodies(issue.number) if "nimbus:permission" in b]

@@ -62,9 +62,15 @@ class IssueRequest:
     async def may_act(self) -> bool:
         """Whether the sender has write access; others get one short reply."""
         login = str(self.sender.get("login", ""))
-        if await self.ctx.can_write(await self.api(), self.full_name, login):
+        gh = await self.api()
+        if await self.ctx.can_write(gh, self.full_name, login):
             return True
-        await self.reply(render.permission_reply(login))
+        # At most one reply per person and issue (DESIGN §6): look for an earlier one.
+        reply = render.permission_reply(login)
+        async for comment in gh.getiter(self.issue["comments_url"]):
+            if (comment.get("user") or {}).get("type") == "Bot" and comment.get("body") == reply:
+                return False
+        await self.reply(reply)
         return False
 
     async def new_task(self, text: str, *, label: str | None = None) -> Task | None:
