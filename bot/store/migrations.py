@@ -86,4 +86,15 @@ MIGRATIONS: list[str] = [
     ALTER TABLE webhook_deliveries ADD COLUMN lease_expires REAL;
     CREATE INDEX deliveries_pending ON webhook_deliveries (processed_us, received_us);
     """,
+    # 3: payloads in their own table, so that leasing and finishing a delivery rewrite a small
+    # row rather than the whole payload (up to 25 MB) each time.
+    """
+    CREATE TABLE webhook_payloads (
+        delivery_id TEXT PRIMARY KEY REFERENCES webhook_deliveries(delivery_id),
+        payload BLOB NOT NULL
+    );
+    INSERT INTO webhook_payloads (delivery_id, payload)
+        SELECT delivery_id, payload FROM webhook_deliveries;
+    ALTER TABLE webhook_deliveries DROP COLUMN payload;
+    """,
 ]

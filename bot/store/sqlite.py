@@ -500,11 +500,18 @@ class SqliteStore:
                 " attempts = attempts + 1 WHERE delivery_id = ("
                 " SELECT delivery_id FROM webhook_deliveries WHERE processed_us IS NULL"
                 " AND (lease_owner IS NULL OR lease_expires < ?) ORDER BY received_us LIMIT 1)"
-                " RETURNING delivery_id, event, payload",
+                " RETURNING delivery_id, event",
                 (worker, lease_until, now),
                 conn,
             )
-            return (row["delivery_id"], row["event"], bytes(row["payload"])) if row else None
+            if row is None:
+                return None
+            payload = await self._fetchone(
+                "SELECT payload FROM webhook_payloads WHERE delivery_id = ?",
+                (row["delivery_id"],),
+                conn,
+            )
+            return row["delivery_id"], row["event"], bytes(payload["payload"]) if payload else b""
 
         return await self._write(work)
 
@@ -538,12 +545,18 @@ class SqliteStore:
             # A delivery whose processing failed is taken again when GitHub redelivers it;
             # one that is pending or succeeded is left alone.
             cur = await conn.execute(
-                "INSERT INTO webhook_deliveries (delivery_id, event, payload, received_us)"
-                " VALUES (?, ?, ?, ?) ON CONFLICT (delivery_id) DO UPDATE SET"
-                " payload = excluded.payload, received_us = excluded.received_us,"
-                " processed_us = NULL, error = NULL WHERE webhook_deliveries.error IS NOT NULL",
-                (delivery_id, event, payload, now_us()),
+                "INSERT INTO webhook_deliveries (delivery_id, event, received_us)"
+                " VALUES (?, ?, ?) ON CONFLICT (delivery_id) DO UPDATE SET"
+                " received_us = excluded.received_us, processed_us = NULL, error = NULL"
+                " WHERE webhook_deliveries.error IS NOT NULL",
+                (delivery_id, event, now_us()),
             )
-            return cur.rowcount == 1
+            if cur.rowcount != 1:
+                return False
+            await conn.execute(
+                "INSERT OR REPLACE INTO webhook_payloads (delivery_id, payload) VALUES (?, ?)",
+                (delivery_id, payload),
+            )
+            return True
 
         return await self._write(work)
