@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-import email.utils
 import logging
-import random
 import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Mapping
@@ -15,6 +13,8 @@ from typing import Any
 import httpx2
 from gidgethub import apps
 from gidgethub.httpx import GitHubAPI
+
+from bot.retry import backoff, retry_after
 
 log = logging.getLogger("nimbus.github")
 
@@ -45,17 +45,6 @@ class BoundedCache(OrderedDict[str, Any]):
         self.move_to_end(key)
         while len(self) > self.size:
             self.popitem(last=False)
-
-
-def _retry_after(headers: Mapping[str, str]) -> float | None:
-    value = headers.get("retry-after")
-    if value is None:
-        return None
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        moment = email.utils.parsedate_to_datetime(value)
-        return max(0.0, moment.timestamp() - time.time()) if moment else None
 
 
 class RetryingGitHubAPI(GitHubAPI):
@@ -114,7 +103,7 @@ class RetryingGitHubAPI(GitHubAPI):
         """How long to wait before asking again, or None to answer as is."""
         if attempt >= self.max_retries:
             return None
-        asked = _retry_after(headers)
+        asked = retry_after(headers)
         if asked is not None and asked > _MAX_WAIT:
             return None
         # 429, and 403 with Retry-After (a secondary rate limit): GitHub did nothing; any
@@ -126,7 +115,7 @@ class RetryingGitHubAPI(GitHubAPI):
         return None
 
     def _backoff(self, attempt: int) -> float:
-        return min(30.0, self.retry_base * 2**attempt) * (0.5 + random.random() / 2)
+        return backoff(attempt, self.retry_base)
 
 
 class GitHubApp:

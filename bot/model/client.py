@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import email.utils
-import random
-import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -14,6 +11,7 @@ import httpx2
 from bot.errors import ModelError
 from bot.model import anthropic, openai
 from bot.model.types import Message, ModelReply, ToolSpec
+from bot.retry import backoff, retry_after
 
 PROVIDERS = {"openai": openai, "anthropic": anthropic}
 # Statuses after which the provider cannot have done the work: asking again is safe.
@@ -38,18 +36,6 @@ class ModelEndpoint:
         return f"{self.provider} model {self.model!r} at {self.base_url}"
 
 
-def retry_after(response: httpx2.Response) -> float | None:
-    """Seconds the provider asked to wait (delay-seconds or an HTTP date), if it said."""
-    value = response.headers.get("retry-after")
-    if not value:
-        return None
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        moment = email.utils.parsedate_to_datetime(value)
-        return max(0.0, moment.timestamp() - time.time()) if moment else None
-
-
 class ModelClient:
     """Sends conversations to one endpoint and returns neutral replies."""
 
@@ -60,8 +46,7 @@ class ModelClient:
         self.calls = 0
 
     def _backoff(self, attempt: int) -> float:
-        base = self.endpoint.retry_base * 2**attempt
-        return min(30.0, base) * (0.5 + random.random() / 2)
+        return backoff(attempt, self.endpoint.retry_base)
 
     async def complete(
         self, system: str, messages: list[Message], tools: list[ToolSpec], max_tokens: int = 4096
@@ -94,7 +79,7 @@ class ModelClient:
             last = f"HTTP {response.status_code}: {self._message(response)}"
             if response.status_code not in _RETRYABLE:
                 raise self._refusal(response)
-            waited = retry_after(response)
+            waited = retry_after(response.headers)
             if waited is not None and waited > _MAX_RETRY_AFTER:
                 break
             delay = waited if waited is not None else self._backoff(attempt)
