@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import json
@@ -159,3 +160,18 @@ async def test_deliveries_need_no_api_key(github_server):
         "/github/webhooks", content=body, headers={**headers, "X-API-Key": ""}
     )
     assert response.status_code == 202
+
+
+async def test_a_burst_of_deliveries_is_stored_whole(github_server):
+    sent = [delivery("issue_comment", "created.payload.json") for _ in range(60)]
+    answers = await asyncio.gather(
+        *(github_server.client.post("/github/webhooks", content=b, headers=h) for b, h in sent)
+    )
+    assert [a.status_code for a in answers] == [202] * 60
+    stored_ids = {d for d, _ in await stored(github_server)}
+    assert stored_ids == {h["X-GitHub-Delivery"] for _, h in sent}
+    # The same burst again: all redeliveries, nothing new.
+    again = await asyncio.gather(
+        *(github_server.client.post("/github/webhooks", content=b, headers=h) for b, h in sent)
+    )
+    assert [a.json()["new"] for a in again] == [False] * 60

@@ -94,6 +94,8 @@ class SqliteStore:
         # Writes share one connection, so one coroutine's commit must never include another's
         # half-done statements: every write transaction holds this lock from BEGIN to COMMIT.
         self._write_lock = asyncio.Lock()
+        self._deliveries: list[tuple[str, str, bytes, asyncio.Future[bool]]] = []
+        self._delivery_writer: asyncio.Task[None] | None = None
 
     async def _connect(self) -> aiosqlite.Connection:
         conn = await aiosqlite.connect(self.path, isolation_level=None)
@@ -111,6 +113,9 @@ class SqliteStore:
         self._reader = await self._connect()
 
     async def close(self) -> None:
+        if self._delivery_writer is not None:
+            # Deliveries already answered 202 are committed before the connection goes.
+            await asyncio.gather(self._delivery_writer, return_exceptions=True)
         for conn in (self._reader, self._writer):
             if conn is not None:
                 await conn.close()
@@ -541,22 +546,48 @@ class SqliteStore:
         await self._write(work)
 
     async def record_delivery(self, delivery_id: str, event: str, payload: bytes) -> bool:
-        async def work(conn: aiosqlite.Connection) -> bool:
-            # A delivery whose processing failed is taken again when GitHub redelivers it;
-            # one that is pending or succeeded is left alone.
-            cur = await conn.execute(
-                "INSERT INTO webhook_deliveries (delivery_id, event, received_us)"
-                " VALUES (?, ?, ?) ON CONFLICT (delivery_id) DO UPDATE SET"
-                " received_us = excluded.received_us, processed_us = NULL, error = NULL"
-                " WHERE webhook_deliveries.error IS NOT NULL",
-                (delivery_id, event, now_us()),
-            )
-            if cur.rowcount != 1:
-                return False
-            await conn.execute(
-                "INSERT OR REPLACE INTO webhook_payloads (delivery_id, payload) VALUES (?, ?)",
-                (delivery_id, payload),
-            )
-            return True
+        # Group commit: deliveries arriving together are stored in one transaction, so a burst
+        # of webhooks does not queue one transaction per delivery behind the write lock. Each
+        # caller still answers only once its own delivery is committed.
+        stored: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+        self._deliveries.append((delivery_id, event, payload, stored))
+        if self._delivery_writer is None or self._delivery_writer.done():
+            self._delivery_writer = asyncio.create_task(self._store_deliveries())
+        return await asyncio.shield(stored)
 
-        return await self._write(work)
+    async def _store_deliveries(self) -> None:
+        while self._deliveries:
+            batch, self._deliveries = self._deliveries, []
+
+            async def work(conn: aiosqlite.Connection, batch: list = batch) -> list[bool]:
+                return [await self._insert_delivery(conn, *item[:3]) for item in batch]
+
+            try:
+                results = await self._write(work)
+            except Exception as exc:
+                for *_, stored in batch:
+                    stored.set_exception(exc)
+                continue
+            for (*_, stored), result in zip(batch, results, strict=True):
+                stored.set_result(result)
+
+    @staticmethod
+    async def _insert_delivery(
+        conn: aiosqlite.Connection, delivery_id: str, event: str, payload: bytes
+    ) -> bool:
+        # A delivery whose processing failed is taken again when GitHub redelivers it; one
+        # that is pending or succeeded is left alone.
+        cur = await conn.execute(
+            "INSERT INTO webhook_deliveries (delivery_id, event, received_us)"
+            " VALUES (?, ?, ?) ON CONFLICT (delivery_id) DO UPDATE SET"
+            " received_us = excluded.received_us, processed_us = NULL, error = NULL"
+            " WHERE webhook_deliveries.error IS NOT NULL",
+            (delivery_id, event, now_us()),
+        )
+        if cur.rowcount != 1:
+            return False
+        await conn.execute(
+            "INSERT OR REPLACE INTO webhook_payloads (delivery_id, payload) VALUES (?, ?)",
+            (delivery_id, payload),
+        )
+        return True
