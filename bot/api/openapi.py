@@ -176,6 +176,7 @@ def _errors(*codes: int) -> dict[str, Any]:
         409: "The task is not in a phase where this applies.",
         413: "The body is too large (API: 1 MiB; webhook deliveries: 25 MB).",
         422: "A field or parameter is missing, of the wrong type, or names something unknown.",
+        502: "A service behind Nimbus (the agent) failed.",
         503: "A service this needs is not configured.",
     }
     return {str(c): _json("Error", text[c]) for c in codes}
@@ -279,7 +280,7 @@ def build_openapi() -> dict[str, Any]:
                     "requestBody": _body("ReviewRequest"),
                     "responses": {
                         "200": _json("Review", "The review."),
-                        **_errors(400, 401, 404, 413, 422, 503),
+                        **_errors(400, 401, 404, 413, 422, 502, 503),
                     },
                 }
             },

@@ -6,11 +6,12 @@ import re
 from urllib.parse import urlsplit
 
 from starlette.requests import Request
-from starlette.responses import Response
+from starlette.responses import JSONResponse, Response
 
 from bot.api.auth import workspace_of
 from bot.api.bodies import Body, Field
-from bot.errors import ApiError, NotFound, Unprocessable
+from bot.errors import AgentError, ApiError, NotFound, Unprocessable
+from bot.github.reviews import review_pull_request
 from phases.context import Services
 
 REVIEW = Body(
@@ -30,6 +31,10 @@ _PR_PATH = re.compile(r"^/(?P<owner>[\w.-]+)/(?P<repo>[\w.-]+)/pull/(?P<number>\
 
 class ServiceUnavailable(ApiError):
     status_code = 503
+
+
+class BadGateway(ApiError):
+    status_code = 502
 
 
 def parse_pr_url(url: str) -> tuple[str, str, str, int]:
@@ -56,12 +61,22 @@ async def review_pr(request: Request) -> Response:
     host, owner, name, number = parse_pr_url(body["pr_url"])
     services: Services = request.app.state.services
     repos = await services.store.list_repos(workspace)
-    if not any(_same_repo(r.url, host, owner, name) for r in repos):
+    repo = next((r for r in repos if _same_repo(r.url, host, owner, name)), None)
+    if repo is None:
         raise NotFound(
             f"{owner}/{name} on {host} is not a repository of your workspace; register it"
             " (POST /repos/) or install the GitHub App on it"
         )
-    raise ServiceUnavailable(
-        f"cannot fetch pull request #{number} of {owner}/{name}: this server has no GitHub App"
-        " credentials (NIMBUS_GITHUB_APP_ID and NIMBUS_GITHUB_PRIVATE_KEY)"
-    )
+    if services.github is None or repo.github is None:
+        raise ServiceUnavailable(
+            f"cannot fetch pull request #{number} of {owner}/{name}: it is not a repository of"
+            " a GitHub App installation on this server (NIMBUS_GITHUB_APP_ID and"
+            " NIMBUS_GITHUB_PRIVATE_KEY, then install the App on it)"
+        )
+    try:
+        review = await review_pull_request(
+            services, repo, number, post=body["post"], pr_url=body["pr_url"]
+        )
+    except AgentError as exc:
+        raise BadGateway(f"the review could not be made: {exc}") from None
+    return JSONResponse(review)

@@ -1,0 +1,97 @@
+"""`POST /tasks/review/` on a pull request of an installed repository, against the fake GitHub."""
+
+from __future__ import annotations
+
+import subprocess
+
+import pytest
+
+from bot.keys import hash_key
+from bot.models import Repo, new_id, now_us
+from tests.fakes.github import FakeGitHub, GitRemote, running
+from tests.test_github_flow import FILES
+from tests.test_github_webhooks import SECRET
+
+KEY = "gh-1-key-0123456789"
+PR_URL = "https://github.com/octo-org/hello/pull/1"
+
+
+def push_feature(bare, tmp_path) -> None:
+    """A branch `feature` adding multiply() to calc.py, pushed straight into the bare repo."""
+    work = tmp_path / "feature-work"
+    env = {
+        "GIT_AUTHOR_NAME": "A",
+        "GIT_AUTHOR_EMAIL": "a@example.com",
+        "GIT_COMMITTER_NAME": "A",
+        "GIT_COMMITTER_EMAIL": "a@example.com",
+        "HOME": str(tmp_path),
+        "PATH": "/usr/bin:/bin:/usr/local/bin",
+    }
+    run = {"cwd": tmp_path, "env": env, "check": True, "capture_output": True, "timeout": 30}
+    subprocess.run(["git", "clone", "-q", str(bare), str(work)], **run)
+    (work / "calc.py").write_text(
+        "def add(a, b):\n    return a + b\n\n\ndef multiply(a, b):\n    return a * b\n"
+    )
+    subprocess.run(["git", "checkout", "-q", "-b", "feature"], **{**run, "cwd": work})
+    subprocess.run(["git", "commit", "-qam", "multiply"], **{**run, "cwd": work})
+    subprocess.run(["git", "push", "-q", "origin", "feature"], **{**run, "cwd": work})
+
+
+@pytest.fixture
+async def reviewing(tmp_path, start_server, settings):
+    async with (
+        running(FakeGitHub()) as github,
+        running(GitRemote(tmp_path / "g", github)) as remote,
+    ):
+        remote.create("octo-org", "hello", files=FILES)
+        github.add_repo("octo-org", "hello", installation_id=1, remote=remote)
+        push_feature(remote.path("octo-org", "hello"), tmp_path)
+        github.add_pull("octo-org", "hello", "feature", title="Add multiply")
+        server = await start_server(
+            settings.with_overrides(
+                github_app_id=str(github.app_id),
+                github_private_key=github.private_key_pem,
+                github_webhook_secret=SECRET,
+                github_api_url=github.url,
+            )
+        )
+        store = server.app.state.services.store
+        await store.ensure_workspace("ws-gh-1", "GitHub: octo-org")
+        github_info = {"installation_id": 1, "full_name": "octo-org/hello", "repo_id": 1}
+        url = "https://github.com/octo-org/hello.git"
+        await store.add_repo(Repo(new_id("repo"), "ws-gh-1", url, None, now_us(), github_info))
+        await store.add_api_key("ws-gh-1", hash_key(KEY), "")
+        yield github, server
+        assert github.problems == []
+
+
+async def test_a_review_is_returned_with_comments_on_lines_of_the_diff(reviewing):
+    github, server = reviewing
+    response = await server.client.post(
+        "/tasks/review/", json={"pr_url": PR_URL}, headers={"X-API-Key": KEY}
+    )
+    assert response.status_code == 200, response.text
+    review = response.json()
+    assert review["pr_url"] == PR_URL and review["posted"] is False
+    assert review["comments"] == [{"path": "calc.py", "line": 4, "side": "RIGHT", "body": "ok"}]
+    assert github.reviews == {}
+
+
+async def test_post_true_posts_one_review(reviewing):
+    github, server = reviewing
+    response = await server.client.post(
+        "/tasks/review/", json={"pr_url": PR_URL, "post": True}, headers={"X-API-Key": KEY}
+    )
+    assert response.status_code == 200, response.text
+    assert response.json()["posted"] is True
+    (posted,) = github.reviews.values()
+    assert posted.state == "COMMENTED"
+
+
+async def test_an_unknown_pull_request_is_404(reviewing):
+    _, server = reviewing
+    response = await server.client.post(
+        "/tasks/review/", json={"pr_url": PR_URL.replace("/1", "/99")}, headers={"X-API-Key": KEY}
+    )
+    assert response.status_code == 404
+    assert "#99" in response.json()["error"]
