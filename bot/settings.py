@@ -66,6 +66,7 @@ class Settings:
     github_webhook_secret: str | None = None
     github_api_url: str = "https://api.github.com"
     github_label: str = "nimbus"
+    auto_review: bool = False
     log_level: str = "info"
 
     @property
@@ -143,6 +144,7 @@ class Settings:
             or r.file("NIMBUS_GITHUB_PRIVATE_KEY_PATH"),
             github_webhook_secret=r.str("NIMBUS_GITHUB_WEBHOOK_SECRET"),
             github_label=r.str("NIMBUS_GITHUB_LABEL") or "nimbus",
+            auto_review=bool(r.bool("NIMBUS_AUTO_REVIEW")),
             github_api_url=(r.str("NIMBUS_GITHUB_API_URL") or "https://api.github.com").rstrip("/"),
             log_level=(r.str("NIMBUS_LOG_LEVEL") or "info").lower(),
         )

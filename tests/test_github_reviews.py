@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 
+import httpx2
 import pytest
 
 from bot.keys import hash_key
 from bot.models import Repo, new_id, now_us
 from tests.fakes.github import FakeGitHub, GitRemote, running
 from tests.test_github_flow import FILES
-from tests.test_github_webhooks import SECRET
+from tests.test_github_installations import deliver, processed
+from tests.test_github_webhooks import EXAMPLES, SECRET
 
 KEY = "gh-1-key-0123456789"
 PR_URL = "https://github.com/octo-org/hello/pull/1"
@@ -38,7 +41,13 @@ def push_feature(bare, tmp_path) -> None:
 
 
 @pytest.fixture
-async def reviewing(tmp_path, start_server, settings):
+def auto_review() -> bool:
+    """Whether the server reviews pull requests automatically (NIMBUS_AUTO_REVIEW)."""
+    return False
+
+
+@pytest.fixture
+async def reviewing(tmp_path, start_server, settings, auto_review):
     async with (
         running(FakeGitHub()) as github,
         running(GitRemote(tmp_path / "g", github)) as remote,
@@ -53,6 +62,7 @@ async def reviewing(tmp_path, start_server, settings):
                 github_private_key=github.private_key_pem,
                 github_webhook_secret=SECRET,
                 github_api_url=github.url,
+                auto_review=auto_review,
             )
         )
         store = server.app.state.services.store
@@ -95,3 +105,49 @@ async def test_an_unknown_pull_request_is_404(reviewing):
     )
     assert response.status_code == 404
     assert "#99" in response.json()["error"]
+
+
+async def _get(github, path: str) -> dict:
+    token = github.issue_token(1)
+    async with httpx2.AsyncClient(base_url=github.url) as client:
+        response = await client.get(path, headers={"Authorization": f"token {token}"})
+    return response.json()
+
+
+async def pull_request_event(github, server, action: str = "opened") -> None:
+    payload = json.loads((EXAMPLES / "pull_request" / "opened.payload.json").read_text())
+    payload.update(action=action, installation={"id": 1})
+    payload["repository"] = await _get(github, "/repos/octo-org/hello")
+    payload["pull_request"] = await _get(github, "/repos/octo-org/hello/pulls/1")
+    payload["number"] = 1
+    assert await processed(server, await deliver(server, "pull_request", payload)) is None
+
+
+@pytest.mark.parametrize("auto_review", [True])
+async def test_an_opened_pr_is_reviewed_once_per_head(reviewing, auto_review):
+    github, server = reviewing
+    await pull_request_event(github, server, "opened")
+    await pull_request_event(github, server, "opened")  # a redelivery or a double trigger
+    await pull_request_event(github, server, "reopened")
+    assert len(github.reviews) == 1
+
+
+async def test_automatic_reviews_are_off_unless_turned_on(reviewing):
+    github, server = reviewing
+    await pull_request_event(github, server, "opened")
+    assert github.reviews == {}
+
+
+async def test_nimbus_review_on_a_pr_reviews_it(reviewing):
+    github, server = reviewing
+    github.set_permission("octo-org", "hello", "alice", "write")
+    comment = github.add_comment("octo-org", "hello", 1, "/nimbus review", user="alice")
+    payload = json.loads((EXAMPLES / "issue_comment" / "created.payload.json").read_text())
+    payload["installation"] = {"id": 1}
+    payload["repository"] = await _get(github, "/repos/octo-org/hello")
+    payload["issue"] = await _get(github, "/repos/octo-org/hello/issues/1")
+    payload["comment"] = await _get(github, f"/repos/octo-org/hello/issues/comments/{comment.id}")
+    payload["sender"] = payload["comment"]["user"]
+    assert await processed(server, await deliver(server, "issue_comment", payload)) is None
+    (review,) = github.reviews.values()
+    assert review.state == "COMMENTED"

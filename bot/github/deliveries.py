@@ -10,14 +10,14 @@ import time
 
 from gidgethub import routing, sansio
 
-from bot.github import installations, issues
+from bot.github import installations, issues, pulls
 from bot.github.client import GitHubApp
 from bot.github.context import GitHubContext
 from phases.context import Services
 
 log = logging.getLogger("nimbus.github")
 
-ROUTER = routing.Router(installations.router, issues.router)
+ROUTER = routing.Router(installations.router, issues.router, pulls.router)
 
 
 class DeliveryWorker:

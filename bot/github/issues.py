@@ -8,7 +8,7 @@ from typing import Any
 from gidgethub import routing, sansio
 
 from bot.errors import Conflict
-from bot.github import render
+from bot.github import pulls, render
 from bot.github.commands import Command, clean_text, help_text, parse_command
 from bot.github.context import GitHubContext
 from bot.models import Task
@@ -153,10 +153,13 @@ async def _run(request: IssueRequest, command: Command) -> None:
 @router.register("issue_comment", action="created")
 async def comment_created(event: sansio.Event, ctx: GitHubContext, *a: Any, **kw: Any) -> None:
     comment = event.data["comment"]
-    if _is_bot(comment.get("user") or {}) or "pull_request" in event.data["issue"]:
+    if _is_bot(comment.get("user") or {}):
         return
     command = parse_command(comment.get("body") or "")
     if command is None:
+        return
+    if "pull_request" in event.data["issue"]:
+        await _on_pull_request(event, ctx, command)
         return
     if ctx.app is None:
         log.warning(
@@ -170,6 +173,21 @@ async def comment_created(event: sansio.Event, ctx: GitHubContext, *a: Any, **kw
     await gh.post(f"{comment['url']}/reactions", data={"content": "eyes"})
     if await request.may_act():
         await _run(request, command)
+
+
+async def _on_pull_request(event: sansio.Event, ctx: GitHubContext, command: Command) -> None:
+    """On a PR only `/nimbus review` means something: review its head now."""
+    if command.word != "review" or ctx.app is None:
+        return
+    request = IssueRequest(event, ctx)
+    gh = await request.api()
+    await gh.post(f"{event.data['comment']['url']}/reactions", data={"content": "eyes"})
+    if not await request.may_act():
+        return
+    pr = await gh.getitem(event.data["issue"]["pull_request"]["url"])
+    repository = event.data["repository"]
+    config = await pulls.repo_config(gh, repository["full_name"], repository["default_branch"])
+    await pulls.review_once(ctx, event.data, pr, config)
 
 
 # https://docs.github.com/webhooks/webhook-events-and-payloads#issues

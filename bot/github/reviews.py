@@ -13,6 +13,7 @@ from bot.errors import NotFound
 from bot.github.anchors import Finding, PrFile, anchor, summary_with
 from bot.github.commands import clean_text
 from bot.models import Repo
+from bot.repo_config import path_matches
 from phases.context import Services
 
 
@@ -28,7 +29,13 @@ def _as_diff(files: list[PrFile]) -> str:
 
 
 async def review_pull_request(
-    services: Services, repo: Repo, number: int, *, post: bool, pr_url: str
+    services: Services,
+    repo: Repo,
+    number: int,
+    *,
+    post: bool,
+    pr_url: str,
+    paths_ignore: tuple[str, ...] = (),
 ) -> dict[str, Any]:
     """Review PR `number` of `repo` with the default agent; post it as one review if asked."""
     assert services.github is not None and repo.github is not None
@@ -46,6 +53,7 @@ async def review_pull_request(
             f["filename"], f.get("patch"), f.get("status", "modified"), f.get("previous_filename")
         )
         async for f in gh.getiter(f"/repos/{full_name}/pulls/{number}/files")
+        if not any(path_matches(f["filename"], pattern) for pattern in paths_ignore)
     ]
     description = clean_text(f"{pr.get('title') or ''}\n\n{pr.get('body') or ''}").strip()
     with tempfile.TemporaryDirectory(prefix="nimbus-review-") as scratch:

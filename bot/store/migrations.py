@@ -97,4 +97,14 @@ MIGRATIONS: list[str] = [
         SELECT delivery_id, payload FROM webhook_deliveries;
     ALTER TABLE webhook_deliveries DROP COLUMN payload;
     """,
+    # 4: the head SHAs of pull requests already reviewed, so that none is reviewed twice.
+    """
+    CREATE TABLE pr_reviews (
+        repository TEXT NOT NULL,
+        number INTEGER NOT NULL,
+        head_sha TEXT NOT NULL,
+        created_us INTEGER NOT NULL,
+        PRIMARY KEY (repository, number, head_sha)
+    );
+    """,
 ]

@@ -520,6 +520,30 @@ class SqliteStore:
 
         return await self._write(work)
 
+    async def claim_review(self, repository: str, number: int, head_sha: str) -> bool:
+        """Take the review of one head SHA of a PR; False when it was already taken."""
+
+        async def work(conn: aiosqlite.Connection) -> bool:
+            cur = await conn.execute(
+                "INSERT OR IGNORE INTO pr_reviews (repository, number, head_sha, created_us)"
+                " VALUES (?, ?, ?, ?)",
+                (repository, number, head_sha, now_us()),
+            )
+            return cur.rowcount == 1
+
+        return await self._write(work)
+
+    async def release_review(self, repository: str, number: int, head_sha: str) -> None:
+        """Give a review back after it failed, so that a later trigger can make it."""
+
+        async def work(conn: aiosqlite.Connection) -> None:
+            await conn.execute(
+                "DELETE FROM pr_reviews WHERE repository = ? AND number = ? AND head_sha = ?",
+                (repository, number, head_sha),
+            )
+
+        await self._write(work)
+
     async def release_deliveries(self, worker: str) -> int:
         """Hand back the deliveries `worker` held before a restart."""
 
