@@ -151,3 +151,46 @@ async def test_nimbus_review_on_a_pr_reviews_it(reviewing):
     assert await processed(server, await deliver(server, "issue_comment", payload)) is None
     (review,) = github.reviews.values()
     assert review.state == "COMMENTED"
+
+
+@pytest.fixture
+def agent_trace(tmp_path, monkeypatch):
+    trace = tmp_path / "trace.jsonl"
+    monkeypatch.setenv("AGENT_TRACE", str(trace))
+    return trace
+
+
+def push_more(bare, tmp_path) -> None:
+    """A second commit on `feature`: divide() added."""
+    work = tmp_path / "more-work"
+    env = {
+        "GIT_AUTHOR_NAME": "A",
+        "GIT_AUTHOR_EMAIL": "a@example.com",
+        "GIT_COMMITTER_NAME": "A",
+        "GIT_COMMITTER_EMAIL": "a@example.com",
+        "HOME": str(tmp_path),
+        "PATH": "/usr/bin:/bin:/usr/local/bin",
+    }
+    run = {"cwd": tmp_path, "env": env, "check": True, "capture_output": True, "timeout": 30}
+    subprocess.run(["git", "clone", "-q", "-b", "feature", str(bare), str(work)], **run)
+    with (work / "calc.py").open("a") as calc:
+        calc.write("\n\ndef divide(a, b):\n    return a / b\n")
+    subprocess.run(["git", "commit", "-qam", "divide"], **{**run, "cwd": work})
+    subprocess.run(["git", "push", "-q", "origin", "feature"], **{**run, "cwd": work})
+
+
+@pytest.mark.parametrize("auto_review", [True])
+async def test_a_push_is_reviewed_incrementally_without_repeating_comments(
+    agent_trace, reviewing, auto_review, tmp_path
+):
+    github, server = reviewing
+    await pull_request_event(github, server, "opened")
+    push_more(github.repos["octo-org/hello"].git_dir, tmp_path)
+    await pull_request_event(github, server, "synchronize")
+    assert len(github.reviews) == 2
+    prompts = [json.loads(line)["prompt"] for line in agent_trace.read_text().splitlines()]
+    assert "+def multiply(a, b):" in prompts[0]
+    assert "+def divide(a, b):" in prompts[1]
+    assert "+def multiply(a, b):" not in prompts[1]  # only what changed since the last review
+    # The agent said the same thing on the same line twice: it is on the PR once.
+    assert len(github.review_comments) == 1

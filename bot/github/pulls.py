@@ -42,6 +42,8 @@ async def review_once(
     repository = data["repository"]
     full_name, number, head = repository["full_name"], int(pr["number"]), pr["head"]["sha"]
     store = ctx.services.store
+    # Read before claiming this head, which then becomes the latest.
+    since = await store.last_review(full_name, number)
     if not await store.claim_review(full_name, number, head):
         log.info("%s#%s at %s was reviewed already", full_name, number, head[:12])
         return
@@ -54,6 +56,7 @@ async def review_once(
             post=True,
             pr_url=pr["html_url"],
             paths_ignore=config.auto_review.paths_ignore,
+            since=since,
         )
     except BaseException:
         # Not reviewed after all: a later push or ask may try again.

@@ -533,6 +533,15 @@ class SqliteStore:
 
         return await self._write(work)
 
+    async def last_review(self, repository: str, number: int) -> str | None:
+        """The head SHA of the PR's latest review, if any."""
+        row = await self._fetchone(
+            "SELECT head_sha FROM pr_reviews WHERE repository = ? AND number = ?"
+            " ORDER BY created_us DESC LIMIT 1",
+            (repository, number),
+        )
+        return row["head_sha"] if row else None
+
     async def release_review(self, repository: str, number: int, head_sha: str) -> None:
         """Give a review back after it failed, so that a later trigger can make it."""
 
