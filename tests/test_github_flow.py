@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import json
+import subprocess
 import time
 import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
 
 import httpx2
 import pytest
@@ -117,17 +121,41 @@ class GitHubWorld:
         assert task["status"] == "completed", task
         return task
 
+    def commit_on(self, branch: str, path: str, text: str, *, new: bool = False) -> None:
+        """Someone pushes a commit writing `text` to `path` on `branch` (straight to the repo)."""
+        bare = self.remote.path("octo-org", "hello")
+        work = bare.parent / f"work-{uuid.uuid4().hex[:8]}"
+        env = {
+            "GIT_AUTHOR_NAME": "A",
+            "GIT_AUTHOR_EMAIL": "a@example.com",
+            "GIT_COMMITTER_NAME": "A",
+            "GIT_COMMITTER_EMAIL": "a@example.com",
+            "HOME": str(bare.parent),
+            "PATH": "/usr/bin:/bin:/usr/local/bin",
+        }
+        run = {"env": env, "check": True, "capture_output": True, "timeout": 30}
+        source = [] if new else ["-b", branch]
+        subprocess.run(["git", "clone", "-q", *source, str(bare), str(work)], **run)
+        if new:
+            subprocess.run(["git", "checkout", "-q", "-b", branch], cwd=work, **run)
+        (work / path).write_text(text)
+        subprocess.run(["git", "commit", "-qam", f"change {path}"], cwd=work, **run)
+        subprocess.run(["git", "push", "-q", "origin", branch], cwd=work, **run)
+
     def bodies(self, number: int) -> list[str]:
         return [c.body for c in self.github.comments_on("octo-org", "hello", number)]
 
 
-@pytest.fixture
-async def world(tmp_path, start_server, settings):
+@asynccontextmanager
+async def github_world(
+    root: Path, start_server, settings, files: dict[str, str] = FILES, **overrides
+) -> AsyncIterator[GitHubWorld]:
+    """A fake GitHub with octo-org/hello installed (id 1), alice a writer, Nimbus wired to it."""
     async with (
         running(FakeGitHub()) as github,
-        running(GitRemote(tmp_path / "git", github)) as remote,
+        running(GitRemote(root / "git", github)) as remote,
     ):
-        remote.create("octo-org", "hello", files=FILES)
+        remote.create("octo-org", "hello", files=files)
         github.add_repo("octo-org", "hello", installation_id=1, remote=remote)
         github.set_permission("octo-org", "hello", "alice", "write")
         server = await start_server(
@@ -136,10 +164,17 @@ async def world(tmp_path, start_server, settings):
                 github_private_key=github.private_key_pem,
                 github_webhook_secret=SECRET,
                 github_api_url=github.url,
+                **overrides,
             )
         )
         yield GitHubWorld(github, remote, server)
         assert github.problems == []
+
+
+@pytest.fixture
+async def world(tmp_path, start_server, settings):
+    async with github_world(tmp_path, start_server, settings) as made:
+        yield made
 
 
 async def test_an_issue_comment_becomes_a_pull_request(world):
@@ -296,22 +331,8 @@ async def test_an_api_task_on_a_github_repository_opens_a_pull_request(world):
 async def test_the_installation_token_never_leaks(tmp_path, start_server, settings):
     seen_env = tmp_path / "test-env.txt"
     files = {**FILES, ".github/nimbus.yml": f"test_command: env > {seen_env}; {TEST_COMMAND}\n"}
-    async with (
-        running(FakeGitHub()) as github,
-        running(GitRemote(tmp_path / "g", github)) as remote,
-    ):
-        remote.create("octo-org", "hello", files=files)
-        github.add_repo("octo-org", "hello", installation_id=1, remote=remote)
-        github.set_permission("octo-org", "hello", "alice", "write")
-        server = await start_server(
-            settings.with_overrides(
-                github_app_id=str(github.app_id),
-                github_private_key=github.private_key_pem,
-                github_webhook_secret=SECRET,
-                github_api_url=github.url,
-            )
-        )
-        world = GitHubWorld(github, remote, server)
+    async with github_world(tmp_path, start_server, settings, files) as world:
+        github, server = world.github, world.server
         issue = github.add_issue("octo-org", "hello", "Add multiply")
         task = await world.through_both_gates(issue)
         minted = [t.token for t in github.tokens.values() if t.token != ""]
