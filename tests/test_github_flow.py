@@ -15,6 +15,7 @@ import httpx2
 import pytest
 
 from bot.keys import hash_key
+from bot.models import Repo, now_us
 from tests.conftest import TEST_COMMAND
 from tests.fakes.github import FakeGitHub, GitRemote, running
 from tests.test_github_webhooks import EXAMPLES, SECRET, sign
@@ -281,25 +282,30 @@ async def test_an_expired_token_is_renewed_mid_task(world):
     assert len(github.pulls_of("octo-org", "hello")) == 1
 
 
-async def test_a_token_revoked_before_the_push_is_replaced(world):
-    github = world.github
-    issue = github.add_issue("octo-org", "hello", "Add multiply")
-    await world.comment(issue.number, "/nimbus add multiply")
-    await world.task(until=lambda t: t["approval"] == "plan")
-    await world.comment(issue.number, "/nimbus approve")
-    await world.task(until=lambda t: t["approval"] == "diff")
-    # GitHub revokes the token early; Nimbus's cached copy still looks fresh to it, and the
-    # diff is approved through the API, so the push is the first to meet the refusal.
-    github.expire_all_tokens()
-    store = world.server.app.state.services.store
-    await store.add_api_key("ws-gh-1", hash_key("gh-1-key-0123456789"), "")
-    task = await world.task()
-    response = await world.server.client.post(
-        f"/tasks/{task['id']}/approve-diff", headers={"X-API-Key": "gh-1-key-0123456789"}
+async def test_a_push_refused_for_its_token_is_retried_with_a_new_one(world, tmp_path):
+    """The forge itself: its cached token still looks fresh, GitHub has revoked it."""
+    services = world.server.app.state.services
+    forge = services.forges.github
+    repo = Repo(
+        "repo-x",
+        "ws-gh-1",
+        "unused",
+        None,
+        now_us(),
+        {"installation_id": 1, "full_name": "octo-org/hello", "repo_id": 1},
     )
-    assert response.status_code == 200
-    task = await world.task(until=lambda t: t["phase"] in ("DONE", "FAILED"))
-    assert task["status"] == "completed", task
+    clone = tmp_path / "clone"
+    await forge.clone(repo, clone, None)
+    (clone / "calc.py").write_text("def add(a, b):\n    return b + a\n")
+    await services.git.commit_all(clone, "swap")
+    world.github.expire_all_tokens()
+    mints = world.github.mints[1]
+    await forge._git_with_token(
+        repo, lambda auth: services.git.push(clone, "origin", "swapped", auth_header=auth)
+    )
+    assert world.remote.denied  # the first push met the refusal …
+    assert world.github.mints[1] == mints + 1  # … a new token was minted …
+    assert world.remote.branch("octo-org", "hello", "swapped") is not None  # … and it went through
 
 
 async def test_an_api_task_on_a_github_repository_opens_a_pull_request(world):

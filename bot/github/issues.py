@@ -91,6 +91,8 @@ class IssueRequest:
                 "issue": int(self.issue["number"]),
                 "title": clean_text(self.issue.get("title") or "")[:200],
                 "requested_by": self.sender.get("login"),
+                # What was asked, apart from the issue's text: `retry` asks it again.
+                "request": text,
                 "label": label,
             },
             source_key=self.key,
@@ -130,7 +132,8 @@ async def _run(request: IssueRequest, command: Command) -> None:
         if latest is None or latest.phase != Phase.FAILED:
             await request.reply("Nothing to retry: this issue has no failed or cancelled task.")
             return
-        await request.new_task(latest.description.split("\n\nIssue #")[0])
+        source = latest.source or {}
+        await request.new_task(source.get("request", ""), label=source.get("label"))
         return
     task = await _task_for(request, command)
     if task is None:
