@@ -73,6 +73,10 @@ class ModelError(AgentError):
     """The model provider refused the request or kept failing."""
 
 
+class RateLimited(ModelError):
+    """The model provider still answered 429 (too many requests) after every retry."""
+
+
 class BudgetExceeded(AgentError):
     """The task used more tokens than NIMBUS_MAX_TOKENS_PER_TASK allows."""
 

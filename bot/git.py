@@ -122,6 +122,21 @@ class Git:
             [*args, "--", url, str(dest)], cwd=dest.parent, network=True, auth_header=auth_header
         )
 
+    async def fetch_commit(
+        self, url: str, dest: Path, sha: str, *, auth_header: str | None = None
+    ) -> None:
+        """Check out one commit of `url` into a new `dest`, without its history."""
+        await self.run(["init", "--quiet", "--", str(dest)], cwd=dest.parent)
+        # A commit by SHA: GitHub serves any commit reachable in the repository, a fork PR's
+        # head included (through refs/pull/N/head).
+        await self.run(
+            ["fetch", "--quiet", "--depth", "1", "--no-tags", "--", url, sha],
+            cwd=dest,
+            network=True,
+            auth_header=auth_header,
+        )
+        await self.run(["checkout", "--quiet", "--detach", "FETCH_HEAD"], cwd=dest)
+
     async def head(self, cwd: Path) -> str:
         return await self.out(["rev-parse", "HEAD"], cwd=cwd)
 

@@ -67,6 +67,9 @@ class Settings:
     github_api_url: str = "https://api.github.com"
     github_label: str = "nimbus"
     auto_review: bool = False
+    review_budget_tokens: int = 60_000
+    review_chunk_tokens: int = 15_000
+    review_max_files: int = 1_000
     log_level: str = "info"
 
     @property
@@ -145,6 +148,9 @@ class Settings:
             github_webhook_secret=r.str("NIMBUS_GITHUB_WEBHOOK_SECRET"),
             github_label=r.str("NIMBUS_GITHUB_LABEL") or "nimbus",
             auto_review=bool(r.bool("NIMBUS_AUTO_REVIEW")),
+            review_budget_tokens=r.int("NIMBUS_REVIEW_BUDGET_TOKENS", 60_000, minimum=1),
+            review_chunk_tokens=r.int("NIMBUS_REVIEW_CHUNK_TOKENS", 15_000, minimum=1),
+            review_max_files=r.int("NIMBUS_REVIEW_MAX_FILES", 1_000, minimum=1),
             github_api_url=(r.str("NIMBUS_GITHUB_API_URL") or "https://api.github.com").rstrip("/"),
             log_level=(r.str("NIMBUS_LOG_LEVEL") or "info").lower(),
         )

@@ -115,19 +115,31 @@ def test_duplicates_are_dropped_and_order_is_kept():
 
 def test_summary_lists_moved_findings_and_unreviewed_files():
     moved = [Finding("app.py", 10, "between hunks"), Finding("app.py", None, "two\nlines")]
-    assert summary_with("Looks good.", moved, ["logo.png"]) == (
+    left_out = [("logo.png", "no diff"), ("old.py", "only lines removed"), ("b.png", "no diff")]
+    assert summary_with("Looks good.", moved, left_out) == (
         "Looks good.\n\n"
         "### Comments on lines outside the diff\n\n"
         "- app.py:10 — between hunks\n"
         "- app.py — two\n  lines\n\n"
         "### Not reviewed\n\n"
-        "- logo.png"
+        "No diff (2 files):\n- `logo.png`\n- `b.png`\n\n"
+        "Only lines removed (1 file):\n- `old.py`"
     )
+
+
+def test_summary_names_a_bounded_number_of_unreviewed_files():
+    left_out = [(f"src/m{i}.py", "over the budget") for i in range(100)]
+    summary = summary_with("", [], left_out)
+    assert summary.startswith("### Not reviewed\n\nOver the budget (100 files):\n- `src/m0.py`")
+    assert "`src/m29.py`" in summary and "`src/m30.py`" not in summary
+    assert summary.endswith("- and 70 more")
 
 
 def test_summary_leaves_out_empty_sections():
     assert summary_with("Looks good.", [], []) == "Looks good."
-    assert summary_with("", [], ["a.bin"]) == "### Not reviewed\n\n- a.bin"
+    assert summary_with("", [], [("a.bin", "binary")]) == (
+        "### Not reviewed\n\nBinary (1 file):\n- `a.bin`"
+    )
 
 
 def hunk_lines() -> st.SearchStrategy[list[str]]:

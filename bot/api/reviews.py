@@ -11,7 +11,7 @@ from starlette.responses import JSONResponse, Response
 from bot.api.auth import workspace_of
 from bot.api.bodies import Body, Field
 from bot.errors import AgentError, ApiError, NotFound, Unprocessable
-from bot.github.reviews import review_pull_request
+from bot.github.reviews import ReviewSkipped, review_pull_request
 from phases.context import Services
 
 REVIEW = Body(
@@ -77,6 +77,14 @@ async def review_pr(request: Request) -> Response:
         review = await review_pull_request(
             services, repo, number, post=body["post"], pr_url=body["pr_url"]
         )
+    except ReviewSkipped as exc:
+        if exc.retry_later:
+            raise ServiceUnavailable(
+                f"the review could not be made now, try again later: {exc}"
+            ) from None
+        raise Unprocessable(
+            f"pull request #{number} of {owner}/{name} is not reviewed: {exc}"
+        ) from None
     except AgentError as exc:
         raise BadGateway(f"the review could not be made: {exc}") from None
     return JSONResponse(review)

@@ -24,6 +24,10 @@ class Forge(Protocol):
         """Clone `repo` into `dest` (with whatever credentials this forge uses)."""
         ...
 
+    async def checkout_commit(self, repo: Repo, sha: str, dest: Path) -> None:
+        """Check out commit `sha` of `repo` into a new `dest`, without history (for reviews)."""
+        ...
+
     async def publish(self, task: Task, repo: Repo, workdir: Path, branch: str) -> Delivery:
         """Push the task's branch and open whatever the forge offers for review (a PR)."""
         ...

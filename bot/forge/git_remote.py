@@ -18,6 +18,9 @@ class GitRemoteForge:
     async def clone(self, repo: Repo, dest: Path, branch: str | None) -> None:
         await self.git.clone(repo.url, dest, branch)
 
+    async def checkout_commit(self, repo: Repo, sha: str, dest: Path) -> None:
+        await self.git.fetch_commit(repo.url, dest, sha)
+
     async def publish(self, task: Task, repo: Repo, workdir: Path, branch: str) -> Delivery:
         await self.git.push(workdir, "origin", branch)
         return Delivery(branch=branch)

@@ -82,6 +82,15 @@ class GitHubForge:
             repo, lambda auth: self.git.clone(url, dest, branch, auth_header=auth)
         )
 
+    async def checkout_commit(self, repo: Repo, sha: str, dest: Path) -> None:
+        """Commit `sha` of `repo` (a pull request's head) into `dest`, for a review to read."""
+        installation, full_name = _installation(repo)
+        gh = await self.app.api(installation)
+        url = (await gh.getitem(f"/repos/{full_name}"))["clone_url"]
+        await self._git_with_token(
+            repo, lambda auth: self.git.fetch_commit(url, dest, sha, auth_header=auth)
+        )
+
     async def publish(self, task: Task, repo: Repo, workdir: Path, branch: str) -> Delivery:
         installation, full_name = _installation(repo)
         await self._git_with_token(

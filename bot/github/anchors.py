@@ -117,8 +117,30 @@ def _item(text: str) -> str:
     return "- " + text.strip().replace("\n", "\n  ")
 
 
-def summary_with(summary: str, moved: list[Finding], not_reviewed: list[str]) -> str:
-    """The review body: the summary, the findings that could not go inline, unreviewed files."""
+# Enough names for a person to see what was left out, and a review body far below GitHub's limit.
+_NAMED = 30
+
+
+def _not_reviewed_section(not_reviewed: list[tuple[str, str]]) -> str:
+    """The files left out, grouped by why, each group naming at most `_NAMED` of them."""
+    by_reason: dict[str, list[str]] = {}
+    for path, reason in not_reviewed:
+        by_reason.setdefault(reason, []).append(path)
+    groups = []
+    for reason, paths in by_reason.items():
+        count = f"{len(paths)} file{'s' if len(paths) != 1 else ''}"
+        items = [_item(f"`{path.replace('`', '')}`") for path in paths[:_NAMED]]
+        if len(paths) > _NAMED:
+            items.append(_item(f"and {len(paths) - _NAMED} more"))
+        groups.append(f"{reason[0].upper()}{reason[1:]} ({count}):\n" + "\n".join(items))
+    return "### Not reviewed\n\n" + "\n\n".join(groups)
+
+
+def summary_with(summary: str, moved: list[Finding], not_reviewed: list[tuple[str, str]]) -> str:
+    """The review body: the summary, the findings that could not go inline, what was left out.
+
+    `not_reviewed` holds (path, reason) pairs.
+    """
     parts = [summary.strip()] if summary.strip() else []
     if moved:
         items = [
@@ -127,7 +149,5 @@ def summary_with(summary: str, moved: list[Finding], not_reviewed: list[str]) ->
         ]
         parts.append("### Comments on lines outside the diff\n\n" + "\n".join(items))
     if not_reviewed:
-        # GitHub sends no patch for binary or very large files, so nothing in them was read.
-        items = [_item(path) for path in not_reviewed]
-        parts.append("### Not reviewed\n\n" + "\n".join(items))
+        parts.append(_not_reviewed_section(not_reviewed))
     return "\n\n".join(parts)

@@ -27,6 +27,8 @@ WORDS = frozenset(
         "retry",
         "help",
         "review",
+        "pause",
+        "resume",
     }
 )
 
@@ -217,6 +219,8 @@ def help_text(prefix: str = DEFAULT_PREFIX) -> str:
             f"- `{p} status`: show where the active task is.",
             f"- `{p} retry`: start a new task from this issue after one failed.",
             f"- `{p} review`: on a pull request, review its diff.",
+            f"- `{p} pause` / `{p} resume`: on a pull request, stop or restart its automatic"
+            " reviews.",
             f"- `{p} help`: this list.",
             "",
             "Commands act on the issue's active task; add a task id to name another"

@@ -135,6 +135,9 @@ async def _run(request: IssueRequest, command: Command) -> None:
         source = latest.source or {}
         await request.new_task(source.get("request", ""), label=source.get("label"))
         return
+    if command.word in _PR_WORDS:
+        await request.reply(f"`/nimbus {command.word}` works on pull requests, not on issues.")
+        return
     task = await _task_for(request, command)
     if task is None:
         await request.reply(f"No active Nimbus task on this issue. {help_text().splitlines()[0]}")
@@ -178,14 +181,24 @@ async def comment_created(event: sansio.Event, ctx: GitHubContext, *a: Any, **kw
         await _run(request, command)
 
 
+# Words that mean something on a pull request only.
+_PR_WORDS = {"review", "pause", "resume"}
+
+
 async def _on_pull_request(event: sansio.Event, ctx: GitHubContext, command: Command) -> None:
-    """On a PR only `/nimbus review` means something: review its head now."""
-    if command.word != "review" or ctx.app is None:
+    """On a PR: `/nimbus review` reviews its head now; `pause` and `resume` its auto reviews."""
+    if command.word not in _PR_WORDS or ctx.app is None:
         return
     request = IssueRequest(event, ctx)
     gh = await request.api()
     await gh.post(f"{event.data['comment']['url']}/reactions", data={"content": "eyes"})
     if not await request.may_act():
+        return
+    if command.word == "pause":
+        await request.reply(await pulls.pause(ctx, event.data, f"@{request.sender.get('login')}"))
+        return
+    if command.word == "resume":
+        await request.reply(await pulls.resume(ctx, event.data))
         return
     pr = await gh.getitem(event.data["issue"]["pull_request"]["url"])
     repository = event.data["repository"]

@@ -1,7 +1,8 @@
-"""Reviewing a pull request: its files from GitHub, the agent's review, anchored and posted once."""
+"""Reviewing a pull request: its files from GitHub, the agent's review in chunks, posted once."""
 
 from __future__ import annotations
 
+import asyncio
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -9,23 +10,40 @@ from typing import Any
 from gidgethub import BadRequest
 
 from bot.agents.base import AgentRequest, UsageMeter
-from bot.errors import NotFound
+from bot.errors import AgentError, BudgetExceeded, NimbusError, NotFound, RateLimited
 from bot.github.anchors import Finding, PrFile, anchor, summary_with
 from bot.github.commands import clean_text
+from bot.github.review_scope import Chunk, Scope, plan_review
 from bot.models import Repo
 from bot.repo_config import path_matches
 from phases.context import Services
 
+# Chunks reviewed at once: enough to keep a large review's wall time down, few enough that one
+# review does not take all of a provider's rate limit.
+CONCURRENCY = 3
 
-def _as_diff(files: list[PrFile]) -> str:
-    """The files' patches as one unified diff, for the agent to read."""
-    parts = []
-    for f in files:
-        if f.patch is None:
-            continue
-        old = f.previous_path or f.path
-        parts.append(f"diff --git a/{old} b/{f.path}\n--- a/{old}\n+++ b/{f.path}\n{f.patch}\n")
-    return "".join(parts)
+
+class ReviewSkipped(NimbusError):
+    """A review that was not made, and why (said in a neutral check run, or as the API's error)."""
+
+    def __init__(self, reason: str, *, retry_later: bool = False) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        # True when the same head may be reviewed on a later ask (a rate limit passes).
+        self.retry_later = retry_later
+
+
+def _pr_file(entry: dict[str, Any]) -> PrFile:
+    return PrFile(
+        entry["filename"],
+        entry.get("patch"),
+        entry.get("status", "modified"),
+        entry.get("previous_filename"),
+    )
+
+
+def _ignored(path: str, paths_ignore: tuple[str, ...]) -> bool:
+    return any(path_matches(path, pattern) for pattern in paths_ignore)
 
 
 async def _changes_since(
@@ -38,11 +56,9 @@ async def _changes_since(
     except BadRequest:
         return None  # the old head is gone (a force-push): the whole PR is reviewed instead
     return [
-        PrFile(
-            f["filename"], f.get("patch"), f.get("status", "modified"), f.get("previous_filename")
-        )
+        _pr_file(f)
         for f in compared.get("files") or []
-        if not any(path_matches(f["filename"], pattern) for pattern in paths_ignore)
+        if not _ignored(f["filename"], paths_ignore)
     ]
 
 
@@ -57,6 +73,83 @@ async def _not_posted_yet(
     return [c for c in comments if (c["path"], c["line"], c["body"]) not in posted]
 
 
+def _why_failed(error: AgentError) -> str:
+    if isinstance(error, BudgetExceeded):
+        return "the review's token budget (NIMBUS_MAX_TOKENS_PER_TASK) ran out"
+    if isinstance(error, RateLimited):
+        return "the model provider's rate limit"
+    return f"the agent failed on its part: {str(error)[:200]}"
+
+
+class _Review:
+    """One run of the agent over a pull request's chunks."""
+
+    def __init__(self, services: Services, pr: dict[str, Any], task_id: str) -> None:
+        self.agent = services.agents.get(None)
+        self.meter = UsageMeter(budget=services.settings.max_tokens_per_task)
+        self.task_id = task_id
+        title = clean_text(f"{pr.get('title') or ''}\n\n{pr.get('body') or ''}").strip()
+        self.description = title or f"Pull request #{pr['number']}"
+
+    async def chunks(
+        self, chunks: list[Chunk], workdir: Path, task_dir: Path
+    ) -> list[dict[str, Any] | AgentError]:
+        """Each chunk's review, or the error that stopped it, in the chunks' order."""
+        gate = asyncio.Semaphore(CONCURRENCY)
+
+        async def one(index: int, chunk: Chunk) -> dict[str, Any] | AgentError:
+            description = self.description
+            if len(chunks) > 1:
+                description += (
+                    f"\n\n(This is part {index + 1} of {len(chunks)} of the pull request's diff;"
+                    " the other files are reviewed separately.)"
+                )
+            request = AgentRequest(
+                phase="review",
+                task_id=self.task_id,
+                description=description,
+                workdir=workdir,
+                task_dir=task_dir,
+                diff=chunk.diff(),
+                meter=self.meter,
+            )
+            async with gate:
+                try:
+                    output = await self.agent.run(request)
+                except AgentError as exc:
+                    return exc
+            return output.review or {"summary": "", "comments": []}
+
+        return list(await asyncio.gather(*(one(i, c) for i, c in enumerate(chunks))))
+
+
+def _merged(
+    scope: Scope, outcomes: list[dict[str, Any] | AgentError]
+) -> tuple[list[str], list[Finding], list[tuple[str, str]]]:
+    """The chunks' summaries and findings as one review; a failed chunk's files are named."""
+    failed = [o for o in outcomes if isinstance(o, AgentError)]
+    if outcomes and len(failed) == len(outcomes):
+        if all(isinstance(e, RateLimited) for e in failed):
+            raise ReviewSkipped(
+                f"rate limited by the model provider: {failed[0]}", retry_later=True
+            )
+        raise failed[0]
+    summaries: list[str] = []
+    findings: list[Finding] = []
+    left_out = list(scope.not_reviewed)
+    for chunk, outcome in zip(scope.chunks, outcomes, strict=True):
+        if isinstance(outcome, AgentError):
+            left_out += [(path, _why_failed(outcome)) for path in chunk.paths]
+            continue
+        if (outcome.get("summary") or "").strip():
+            summaries.append(outcome["summary"].strip())
+        findings += [
+            Finding(c["path"], c.get("line"), c["body"], blocking=bool(c.get("blocking")))
+            for c in outcome["comments"]
+        ]
+    return summaries, findings, left_out
+
+
 async def review_pull_request(
     services: Services,
     repo: Repo,
@@ -69,10 +162,14 @@ async def review_pull_request(
 ) -> dict[str, Any]:
     """Review PR `number` of `repo` with the default agent; post it as one review if asked.
 
-    With `since` (a head already reviewed), only the changes after it are shown to the agent;
-    comments are still anchored to the pull request's whole diff.
+    The agent reads the PR's head checked out in a scratch folder and its diff, in chunks that
+    fit the review's token budget. With `since` (a head already reviewed), only the changes after
+    it are shown; comments are still anchored to the pull request's whole diff. Raises
+    ReviewSkipped when the PR has more files than NIMBUS_REVIEW_MAX_FILES or every chunk met a
+    rate limit.
     """
     assert services.github is not None and repo.github is not None
+    settings = services.settings
     installation, full_name = int(repo.github["installation_id"]), repo.github["full_name"]
     gh = await services.github.api(installation)
     try:
@@ -81,46 +178,51 @@ async def review_pull_request(
         if exc.status_code == 404:
             raise NotFound(f"{full_name} has no pull request #{number}") from None
         raise
+    changed = int(pr.get("changed_files") or 0)
+    if changed > settings.review_max_files:
+        raise ReviewSkipped(
+            f"too large: {changed} files changed, more than the {settings.review_max_files}"
+            " this server reviews (NIMBUS_REVIEW_MAX_FILES)"
+        )
     # https://docs.github.com/rest/pulls/pulls#list-pull-requests-files (paginated, 3000 at most)
     files = [
-        PrFile(
-            f["filename"], f.get("patch"), f.get("status", "modified"), f.get("previous_filename")
-        )
+        _pr_file(f)
         async for f in gh.getiter(f"/repos/{full_name}/pulls/{number}/files")
-        if not any(path_matches(f["filename"], pattern) for pattern in paths_ignore)
+        if not _ignored(f["filename"], paths_ignore)
     ]
-    reviewed = files
-    if since and since != pr["head"]["sha"]:
-        changed = await _changes_since(gh, full_name, since, pr["head"]["sha"], paths_ignore)
-        reviewed = files if changed is None else changed
-    description = clean_text(f"{pr.get('title') or ''}\n\n{pr.get('body') or ''}").strip()
-    with tempfile.TemporaryDirectory(prefix="nimbus-review-") as scratch:
-        workdir = Path(scratch) / "repo"
-        workdir.mkdir()
-        request = AgentRequest(
-            phase="review",
-            task_id=f"review-{full_name.replace('/', '-')}-{number}",
-            description=description or f"Pull request #{number}",
-            workdir=workdir,
-            task_dir=Path(scratch),
-            diff=_as_diff(reviewed),
-            meter=UsageMeter(budget=services.settings.max_tokens_per_task),
-        )
-        output = await services.agents.get(None).run(request)
-    review = output.review or {"summary": "", "comments": []}
-    findings = [
-        Finding(c["path"], c.get("line"), c["body"], blocking=bool(c.get("blocking")))
-        for c in review["comments"]
-    ]
+    head = pr["head"]["sha"]
+    shown = files
+    if since and since != head:
+        newer = await _changes_since(gh, full_name, since, head, paths_ignore)
+        shown = files if newer is None else newer
+    scope = plan_review(
+        shown,
+        budget_tokens=settings.review_budget_tokens,
+        chunk_tokens=settings.review_chunk_tokens,
+    )
+    review = _Review(services, pr, f"review-{full_name.replace('/', '-')}-{number}")
+    outcomes: list[dict[str, Any] | AgentError] = []
+    if scope.chunks:
+        with tempfile.TemporaryDirectory(prefix="nimbus-review-") as scratch:
+            workdir = Path(scratch) / "repo"
+            await services.forges.for_repo(repo).checkout_commit(repo, head, workdir)
+            outcomes = await review.chunks(scope.chunks, workdir, Path(scratch))
+    summaries, findings, left_out = _merged(scope, outcomes)
     inline, moved = anchor(findings, files)
     if post:
         inline = await _not_posted_yet(gh, full_name, number, inline)
-    not_reviewed = [f.path for f in files if f.patch is None]
-    summary = summary_with(review.get("summary") or "", moved, not_reviewed)
+    summary = summary_with("\n\n".join(summaries), moved, left_out)
+    left_out_paths = {path for path, _ in left_out}
     result: dict[str, Any] = {
         "pr_url": pr_url,
+        "head_sha": head,
         "summary": summary,
         "comments": inline,
+        "files": len(shown),
+        "reviewed_files": sum(1 for p in scope.reviewed_paths if p not in left_out_paths),
+        "not_reviewed": [{"path": path, "reason": reason} for path, reason in left_out],
+        "chunks": len(scope.chunks),
+        "usage": review.meter.as_dict(),
         "posted": False,
         "review_url": None,
     }
@@ -129,7 +231,7 @@ async def review_pull_request(
         posted = await gh.post(
             f"/repos/{full_name}/pulls/{number}/reviews",
             data={
-                "commit_id": pr["head"]["sha"],
+                "commit_id": head,
                 "body": summary or "Reviewed by Nimbus.",
                 "event": "COMMENT",
                 "comments": inline,

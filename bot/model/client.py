@@ -8,7 +8,7 @@ from typing import Any
 
 import httpx2
 
-from bot.errors import ModelError
+from bot.errors import ModelError, RateLimited
 from bot.model import anthropic, openai
 from bot.model.types import Message, ModelReply, ToolSpec
 from bot.retry import backoff, retry_after
@@ -83,7 +83,8 @@ class ModelClient:
             if waited is not None and waited > _MAX_RETRY_AFTER:
                 break
             delay = waited if waited is not None else self._backoff(attempt)
-        raise ModelError(
+        error = RateLimited if last.startswith("HTTP 429") else ModelError
+        raise error(
             f"the {ep.describe()} kept failing after {ep.max_retries + 1} attempts; last: {last}"
         )
 

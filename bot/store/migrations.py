@@ -107,4 +107,14 @@ MIGRATIONS: list[str] = [
         PRIMARY KEY (repository, number, head_sha)
     );
     """,
+    # 5: pull requests whose automatic reviews someone paused (`/nimbus pause`).
+    """
+    CREATE TABLE pr_review_pauses (
+        repository TEXT NOT NULL,
+        number INTEGER NOT NULL,
+        paused_by TEXT NOT NULL,
+        created_us INTEGER NOT NULL,
+        PRIMARY KEY (repository, number)
+    );
+    """,
 ]

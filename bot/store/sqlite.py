@@ -553,6 +553,38 @@ class SqliteStore:
 
         await self._write(work)
 
+    async def pause_reviews(self, repository: str, number: int, by: str) -> None:
+        """Stop automatic reviews of a PR (the first pause is the one remembered)."""
+
+        async def work(conn: aiosqlite.Connection) -> None:
+            await conn.execute(
+                "INSERT OR IGNORE INTO pr_review_pauses (repository, number, paused_by,"
+                " created_us) VALUES (?, ?, ?, ?)",
+                (repository, number, by, now_us()),
+            )
+
+        await self._write(work)
+
+    async def resume_reviews(self, repository: str, number: int) -> bool:
+        """Let automatic reviews of a PR run again; False when they were not paused."""
+
+        async def work(conn: aiosqlite.Connection) -> bool:
+            cur = await conn.execute(
+                "DELETE FROM pr_review_pauses WHERE repository = ? AND number = ?",
+                (repository, number),
+            )
+            return cur.rowcount == 1
+
+        return await self._write(work)
+
+    async def reviews_paused_by(self, repository: str, number: int) -> str | None:
+        """Who paused the PR's automatic reviews, or None when they are not paused."""
+        row = await self._fetchone(
+            "SELECT paused_by FROM pr_review_pauses WHERE repository = ? AND number = ?",
+            (repository, number),
+        )
+        return row["paused_by"] if row else None
+
     async def release_deliveries(self, worker: str) -> int:
         """Hand back the deliveries `worker` held before a restart."""
 

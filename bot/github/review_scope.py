@@ -1,0 +1,224 @@
+"""What of a pull request fits a review's token budget, in which order, and in which chunks.
+
+Pure: no I/O. Source is read before tests, tests before the rest, and lock files, generated and
+vendored files last, so that a budget that runs out leaves out what matters least. Hunks that only
+delete lines are not sent (there is no new code in them to comment on); every file left out is
+named with its reason, for the review's summary.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from fnmatch import fnmatch
+from pathlib import PurePosixPath
+
+from bot.github.anchors import PrFile
+
+# Reasons a file was not reviewed, as the summary says them.
+NO_PATCH = "GitHub sent no diff for it (binary or very large)"
+DELETIONS_ONLY = "only lines removed"
+OVER_BUDGET = "over the review's token budget"
+
+SOURCE, TEST, OTHER, GENERATED, VENDORED, LOCK = range(6)
+
+_LOCK_FILES = frozenset(
+    {
+        "package-lock.json",
+        "npm-shrinkwrap.json",
+        "yarn.lock",
+        "pnpm-lock.yaml",
+        "bun.lockb",
+        "poetry.lock",
+        "pdm.lock",
+        "uv.lock",
+        "pipfile.lock",
+        "cargo.lock",
+        "gemfile.lock",
+        "composer.lock",
+        "go.sum",
+        "mix.lock",
+        "pubspec.lock",
+        "podfile.lock",
+        "flake.lock",
+        "packages.lock.json",
+    }
+)
+_VENDORED_DIRS = frozenset(
+    {
+        "vendor",
+        "vendors",
+        "third_party",
+        "third-party",
+        "thirdparty",
+        "node_modules",
+        "bower_components",
+    }
+)
+_GENERATED_GLOBS = (
+    "*.min.js",
+    "*.min.css",
+    "*.map",
+    "*_pb2.py",
+    "*_pb2_grpc.py",
+    "*.pb.go",
+    "*.pb.cc",
+    "*.pb.h",
+    "*.generated.*",
+    "*.g.dart",
+    "*.snap",
+)
+_GENERATED_DIRS = frozenset({"dist", "__snapshots__", "__generated__", "generated"})
+# The markers code generators put in their output's first lines (Go's convention and @generated).
+_GENERATED_MARK = re.compile(r"(?:Code generated .* DO NOT EDIT|@generated\b)")
+_TEST_DIRS = frozenset({"test", "tests", "spec", "specs", "__tests__", "testing"})
+_TEST_NAMES = (
+    "test_*",
+    "*_test.*",
+    "*.test.*",
+    "*.spec.*",
+    "*Test.java",
+    "*Tests.cs",
+    "conftest.py",
+)
+_SOURCE_SUFFIXES = frozenset(
+    ".py .pyi .js .jsx .mjs .cjs .ts .tsx .go .rs .java .kt .kts .scala .rb .php .c .h .cc .cpp"
+    " .cxx .hpp .hh .cs .swift .m .mm .ex .exs .erl .hs .ml .clj .lua .pl .r .jl .dart .sh .bash"
+    " .sql .vue .svelte".split()
+)
+
+
+def estimate_tokens(text: str) -> int:
+    """Tokens a text takes, estimated as one per four characters (no tokenizer is installed)."""
+    return (len(text) + 3) // 4
+
+
+def kind_of(file: PrFile) -> int:
+    """The file's review priority: SOURCE first … LOCK last."""
+    path = PurePosixPath(file.path)
+    name = path.name
+    dirs = {part.lower() for part in path.parts[:-1]}
+    if name.lower() in _LOCK_FILES:
+        return LOCK
+    if dirs & _VENDORED_DIRS:
+        return VENDORED
+    if dirs & _GENERATED_DIRS or any(fnmatch(name, g) for g in _GENERATED_GLOBS):
+        return GENERATED
+    if file.patch and _GENERATED_MARK.search(file.patch[:2000]):
+        return GENERATED
+    if dirs & _TEST_DIRS or any(fnmatch(name, t) for t in _TEST_NAMES):
+        return TEST
+    return SOURCE if path.suffix.lower() in _SOURCE_SUFFIXES else OTHER
+
+
+_HUNK_START = re.compile(r"^@@ ", re.MULTILINE)
+
+
+def hunks(patch: str) -> list[str]:
+    """The patch's hunks, each from its `@@` line."""
+    starts = [m.start() for m in _HUNK_START.finditer(patch)]
+    if not starts:
+        return [patch] if patch.strip() else []
+    return [patch[a:b] for a, b in zip(starts, [*starts[1:], len(patch)], strict=True)]
+
+
+def _adds(hunk: str) -> bool:
+    return any(line.startswith("+") for line in hunk.splitlines()[1:])
+
+
+def without_deletion_only(patch: str) -> str:
+    """The patch without its hunks that only remove lines."""
+    return "".join(h if h.endswith("\n") else h + "\n" for h in hunks(patch) if _adds(h))
+
+
+def file_diff(file: PrFile, patch: str) -> str:
+    """One file's part of a unified diff, headers included, for the agent to read."""
+    old = file.previous_path or file.path
+    body = patch if patch.endswith("\n") else patch + "\n"
+    return f"diff --git a/{old} b/{file.path}\n--- a/{old}\n+++ b/{file.path}\n{body}"
+
+
+@dataclass
+class Chunk:
+    """Files (or, for a file larger than a chunk, some of its hunks) reviewed in one request."""
+
+    parts: list[tuple[PrFile, str]] = field(default_factory=list)
+    tokens: int = 0
+
+    @property
+    def paths(self) -> list[str]:
+        return list(dict.fromkeys(file.path for file, _ in self.parts))
+
+    def diff(self) -> str:
+        return "".join(file_diff(file, patch) for file, patch in self.parts)
+
+
+@dataclass
+class Scope:
+    """The chunks to review and the files left out, with why."""
+
+    chunks: list[Chunk]
+    not_reviewed: list[tuple[str, str]]
+
+    @property
+    def tokens(self) -> int:
+        return sum(chunk.tokens for chunk in self.chunks)
+
+    @property
+    def reviewed_paths(self) -> list[str]:
+        return list(dict.fromkeys(p for chunk in self.chunks for p in chunk.paths))
+
+
+def _pieces(file: PrFile, patch: str, chunk_tokens: int) -> list[tuple[str, int]]:
+    """The file's patch cut at hunk boundaries into pieces of at most a chunk (when it can be)."""
+    pieces: list[tuple[str, int]] = []
+    current, size = "", 0
+    for hunk in hunks(patch):
+        cost = estimate_tokens(file_diff(file, hunk))
+        if current and size + cost > chunk_tokens:
+            pieces.append((current, size))
+            current, size = "", 0
+        current += hunk if hunk.endswith("\n") else hunk + "\n"
+        size += cost
+    if current:
+        pieces.append((current, size))
+    return pieces
+
+
+def plan_review(files: list[PrFile], *, budget_tokens: int, chunk_tokens: int) -> Scope:
+    """Order the files by priority and pack what fits the budget into chunks."""
+    not_reviewed: list[tuple[str, str]] = []
+    candidates: list[tuple[int, int, PrFile, str]] = []
+    for index, file in enumerate(files):
+        if file.patch is None:
+            not_reviewed.append((file.path, NO_PATCH))
+            continue
+        patch = without_deletion_only(file.patch)
+        if not patch:
+            not_reviewed.append((file.path, DELETIONS_ONLY))
+            continue
+        candidates.append((kind_of(file), index, file, patch))
+    candidates.sort(key=lambda c: (c[0], c[1]))
+
+    chunks: list[Chunk] = []
+    current = Chunk()
+    left = budget_tokens
+    # Once a file of one priority does not fit, no file of a lower priority takes the room.
+    overflowed: int | None = None
+    for kind, _, file, patch in candidates:
+        pieces = _pieces(file, patch, chunk_tokens)
+        cost = sum(size for _, size in pieces)
+        if (overflowed is not None and kind > overflowed) or cost > left:
+            not_reviewed.append((file.path, OVER_BUDGET))
+            overflowed = kind if overflowed is None else overflowed
+            continue
+        left -= cost
+        for piece, size in pieces:
+            if current.parts and current.tokens + size > chunk_tokens:
+                chunks.append(current)
+                current = Chunk()
+            current.parts.append((file, piece))
+            current.tokens += size
+    if current.parts:
+        chunks.append(current)
+    return Scope(chunks, not_reviewed)
