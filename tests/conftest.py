@@ -38,6 +38,7 @@ AGENTS: dict[str, dict[str, str]] = {
     "hangs": {"AGENT_MODE": "good", "AGENT_SLEEP_IN": "implement"},
     "slow": {"AGENT_MODE": "good", "AGENT_SLEEP_IN": "implement", "AGENT_SLEEP": "1"},
     "sleeper": {"AGENT_MODE": "good", "AGENT_SLEEP_IN": "implement"},
+    "reviewer": {"AGENT_MODE": "per-file-review"},
 }
 
 
@@ -100,7 +101,7 @@ def write_agents(path: Path, default: str = "good", timeout: float = 60) -> Path
             f'command = ["{sys.executable}", "{AGENT_SCRIPT}"]',
             f"timeout = {agent_timeout}",
             f"env = {{ {pairs} }}",
-            'pass_env = ["AGENT_TRACE"]',
+            'pass_env = ["AGENT_TRACE", "AGENT_FAIL_ON_PATH"]',
         ]
     path.write_text("\n".join(lines) + "\n")
     return path

@@ -124,6 +124,10 @@ class GitHubWorld:
 
     def commit_on(self, branch: str, path: str, text: str, *, new: bool = False) -> None:
         """Someone pushes a commit writing `text` to `path` on `branch` (straight to the repo)."""
+        self.commit_files(branch, {path: text}, new=new)
+
+    def commit_files(self, branch: str, files: dict[str, str | None], *, new: bool = False) -> None:
+        """Someone pushes one commit writing `files` (None: deleting) on `branch`."""
         bare = self.remote.path("octo-org", "hello")
         work = bare.parent / f"work-{uuid.uuid4().hex[:8]}"
         env = {
@@ -139,8 +143,14 @@ class GitHubWorld:
         subprocess.run(["git", "clone", "-q", *source, str(bare), str(work)], **run)
         if new:
             subprocess.run(["git", "checkout", "-q", "-b", branch], cwd=work, **run)
-        (work / path).write_text(text)
-        subprocess.run(["git", "commit", "-qam", f"change {path}"], cwd=work, **run)
+        for path, text in files.items():
+            if text is None:
+                (work / path).unlink()
+                continue
+            (work / path).parent.mkdir(parents=True, exist_ok=True)
+            (work / path).write_text(text)
+        subprocess.run(["git", "add", "-A"], cwd=work, **run)
+        subprocess.run(["git", "commit", "-qm", f"change {', '.join(files)}"], cwd=work, **run)
         subprocess.run(["git", "push", "-q", "origin", branch], cwd=work, **run)
 
     def bodies(self, number: int) -> list[str]:

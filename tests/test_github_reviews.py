@@ -32,13 +32,18 @@ async def reviewing(tmp_path, start_server, settings, auto_review):
     async with github_world(tmp_path, start_server, settings, auto_review=auto_review) as world:
         world.commit_on("feature", "calc.py", MULTIPLY, new=True)
         world.github.add_pull("octo-org", "hello", "feature", title="Add multiply")
-        store = world.server.app.state.services.store
-        await store.ensure_workspace("ws-gh-1", "GitHub: octo-org")
-        github_info = {"installation_id": 1, "full_name": "octo-org/hello", "repo_id": 1}
-        url = "https://github.com/octo-org/hello.git"
-        await store.add_repo(Repo(new_id("repo"), "ws-gh-1", url, None, now_us(), github_info))
-        await store.add_api_key("ws-gh-1", hash_key(KEY), "")
+        await registered(world)
         yield world
+
+
+async def registered(world) -> None:
+    """octo-org/hello known by its URL in workspace ws-gh-1, which API key KEY opens."""
+    store = world.server.app.state.services.store
+    await store.ensure_workspace("ws-gh-1", "GitHub: octo-org")
+    github_info = {"installation_id": 1, "full_name": "octo-org/hello", "repo_id": 1}
+    url = "https://github.com/octo-org/hello.git"
+    await store.add_repo(Repo(new_id("repo"), "ws-gh-1", url, None, now_us(), github_info))
+    await store.add_api_key("ws-gh-1", hash_key(KEY), "")
 
 
 async def test_a_review_is_returned_with_comments_on_lines_of_the_diff(reviewing):

@@ -109,7 +109,8 @@ class _Review:
                 task_id=self.task_id,
                 description=description,
                 workdir=workdir,
-                task_dir=task_dir,
+                # Its own folder: an agent's prompt and diff files must not meet another chunk's.
+                task_dir=task_dir / f"part-{index + 1}",
                 diff=chunk.diff(),
                 meter=self.meter,
             )

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import sys
 import time
 from pathlib import Path
@@ -34,6 +35,8 @@ def record() -> None:
             "cwd": os.getcwd(),
             "env": dict(os.environ),
             "prompt": Path(os.environ["NIMBUS_PROMPT_FILE"]).read_text(),
+            # What the working directory holds (for a PR review: a checkout of the PR head).
+            "files": sorted(str(p) for p in Path(".").rglob("*") if ".git" not in p.parts),
         }
         with open(trace, "a") as out:
             out.write(json.dumps(seen) + "\n")
@@ -44,6 +47,20 @@ def write_multiply(body: str) -> None:
     text = calc.read_text().split("\n\ndef multiply")[0].rstrip("\n") + "\n"
     calc.write_text(text + body)
     Path("tests/test_multiply.py").write_text(TEST)
+
+
+def review_each_file(diff: str) -> int:
+    """One comment on the first new line of every file in the diff; a failure when told."""
+    files = re.findall(r"^\+\+\+ b/(.+)$", diff, re.MULTILINE)
+    fail_on = os.environ.get("AGENT_FAIL_ON_PATH")
+    if fail_on and fail_on in files:
+        print(f"agent broke down on {fail_on}", file=sys.stderr)
+        return 3
+    comments = []
+    for path, start in re.findall(r"^\+\+\+ b/(.+)\n@@ -\S+ \+(\d+)", diff, re.MULTILINE):
+        comments.append({"path": path, "line": max(int(start), 1), "body": f"looked at {path}"})
+    print(json.dumps({"summary": f"Read {len(files)} files.", "comments": comments}))
+    return 0
 
 
 def main() -> int:
@@ -81,6 +98,8 @@ def main() -> int:
             write_multiply(GOOD)
         elif MODE == "blocking-review":
             Path("calc.py").write_text(Path("calc.py").read_text() + "\n# reviewed\n")
+    elif PHASE == "review" and MODE == "per-file-review":
+        return review_each_file(Path(os.environ["NIMBUS_DIFF_FILE"]).read_text())
     elif PHASE == "review":
         diff = Path(os.environ["NIMBUS_DIFF_FILE"]).read_text()
         blocking = MODE == "blocking-review" and "# reviewed" not in diff
