@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import jsonschema
 import pytest
 
 from tests.conftest import write_agents
@@ -103,6 +104,8 @@ async def test_a_large_pr_is_reviewed_in_chunks_source_first(world, agent_trace)
     ) in summary
     assert "Only lines removed (1 file):\n- `tests/test_calc.py`" in summary
     assert world.github.reviews == {} and checks(world) == []  # post: false posts nothing
+    document = (await world.server.client.get("/openapi.json")).json()
+    jsonschema.validate(result, document["components"]["schemas"]["Review"])
 
 
 async def test_a_chunk_whose_agent_fails_is_named_and_the_rest_is_posted(fail_on_mod5, world):

@@ -131,6 +131,25 @@ SCHEMAS: dict[str, Any] = {
             },
             "posted": {"type": "boolean"},
             "review_url": _NULLABLE_STR,
+            "head_sha": {"type": "string", "description": "The commit reviewed."},
+            "files": {"type": "integer", "description": "Files the review considered."},
+            "reviewed_files": {"type": "integer"},
+            "not_reviewed": {
+                "type": "array",
+                "description": "Files left out, each with why (budget, no diff, deletions).",
+                "items": {
+                    "type": "object",
+                    "properties": {"path": {"type": "string"}, "reason": {"type": "string"}},
+                },
+            },
+            "chunks": {"type": "integer", "description": "Requests the diff was cut into."},
+            "usage": {
+                "type": "object",
+                "properties": {
+                    "input_tokens": {"type": "integer"},
+                    "output_tokens": {"type": "integer"},
+                },
+            },
         },
     },
     "Error": {
