@@ -101,7 +101,7 @@ def write_agents(path: Path, default: str = "good", timeout: float = 60) -> Path
             f'command = ["{sys.executable}", "{AGENT_SCRIPT}"]',
             f"timeout = {agent_timeout}",
             f"env = {{ {pairs} }}",
-            'pass_env = ["AGENT_TRACE", "AGENT_FAIL_ON_PATH"]',
+            'pass_env = ["AGENT_TRACE", "AGENT_FAIL_ON_PATH", "AGENT_FAR_COMMENT"]',
         ]
     path.write_text("\n".join(lines) + "\n")
     return path

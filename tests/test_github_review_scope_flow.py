@@ -9,7 +9,7 @@ import pytest
 
 from tests.conftest import write_agents
 from tests.fakes.models import Fail, FakeOpenAI, Reply, ToolCall, running
-from tests.test_github_flow import github_world
+from tests.test_github_flow import FILES, github_world
 from tests.test_github_reviews import KEY, MULTIPLY, PR_URL, pull_request_event, registered
 from tests.test_model_agent import tool_results, with_model
 
@@ -187,6 +187,37 @@ async def test_a_github_rate_limit_is_a_neutral_check_and_a_later_ask_reviews(wo
     assert check.output["title"].startswith("Review skipped: rate limited by GitHub")
     await world.comment(1, "/nimbus review")  # the same head: not counted as reviewed
     assert len(world.github.reviews) == 1
+
+
+BASE = "".join(f"line_{i} = {i}\n" for i in range(1, 61))
+OLD = "".join(f"name_{i} = {i}\n" for i in range(1, 21))
+
+
+async def test_multi_hunk_and_renamed_files_are_anchored_and_far_lines_summarised(
+    tmp_path, start_server, settings, agent_trace, monkeypatch
+):
+    monkeypatch.setenv("AGENT_FAR_COMMENT", "1")
+    files = {**FILES, "src/long.py": BASE, "src/old_name.py": OLD}
+    agents = write_agents(tmp_path / "review-agents.toml", default="reviewer")
+    async with github_world(tmp_path, start_server, settings, files, config_path=agents) as world:
+        changed = BASE.replace("line_5 = 5\n", "line_5 = 50\n").replace(
+            "line_50 = ", "line_50 = 1 + "
+        )
+        renamed = OLD.replace("name_10 = 10\n", "name_10 = 100\n")
+        world.commit_files(
+            "feature",
+            {"src/long.py": changed, "src/old_name.py": None, "src/new_name.py": renamed},
+            new=True,
+        )
+        world.github.add_pull("octo-org", "hello", "feature")
+        await registered(world)
+        result = await review(world, post=True)
+        (posted,) = world.github.reviews.values()
+    placed = [(c.path, c.line) for c in world.github.review_comments.values()]
+    # One comment on the first line of each hunk: two in long.py, one in the renamed file.
+    assert sorted(placed) == [("src/long.py", 2), ("src/long.py", 47), ("src/new_name.py", 7)]
+    assert result["files"] == 2
+    assert "### Comments on lines outside the diff\n\n- src/long.py:100000 — far" in posted.body
 
 
 @pytest.fixture

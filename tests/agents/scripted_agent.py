@@ -50,15 +50,20 @@ def write_multiply(body: str) -> None:
 
 
 def review_each_file(diff: str) -> int:
-    """One comment on the first new line of every file in the diff; a failure when told."""
+    """A comment on the first line of every hunk in the diff; a failure when told."""
     files = re.findall(r"^\+\+\+ b/(.+)$", diff, re.MULTILINE)
     fail_on = os.environ.get("AGENT_FAIL_ON_PATH")
     if fail_on and fail_on in files:
         print(f"agent broke down on {fail_on}", file=sys.stderr)
         return 3
     comments = []
-    for path, start in re.findall(r"^\+\+\+ b/(.+)\n@@ -\S+ \+(\d+)", diff, re.MULTILINE):
-        comments.append({"path": path, "line": max(int(start), 1), "body": f"looked at {path}"})
+    for section in re.split(r"^diff --git ", diff, flags=re.MULTILINE)[1:]:
+        path = re.search(r"^\+\+\+ b/(.+)$", section, re.MULTILINE)
+        for start in re.findall(r"^@@ -\S+ \+(\d+)", section, re.MULTILINE):
+            line = max(int(start), 1)
+            comments.append({"path": path[1], "line": line, "body": f"looked at {path[1]}"})
+    if os.environ.get("AGENT_FAR_COMMENT") and files:
+        comments.append({"path": files[0], "line": 100_000, "body": "far from the diff"})
     print(json.dumps({"summary": f"Read {len(files)} files.", "comments": comments}))
     return 0
 
