@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import subprocess
 import sys
@@ -90,6 +91,10 @@ def make_repo(
     return bare
 
 
+# What the tests tell the scripted agent through the environment.
+PASSED_TO_AGENTS = ["AGENT_TRACE", "AGENT_FAIL_ON_PATH", "AGENT_FAR_COMMENT", "AGENT_SAY_FILE"]
+
+
 def write_agents(path: Path, default: str = "good", timeout: float = 60) -> Path:
     lines = [f'default_agent = "{default}"']
     for name, env in AGENTS.items():
@@ -101,7 +106,7 @@ def write_agents(path: Path, default: str = "good", timeout: float = 60) -> Path
             f'command = ["{sys.executable}", "{AGENT_SCRIPT}"]',
             f"timeout = {agent_timeout}",
             f"env = {{ {pairs} }}",
-            'pass_env = ["AGENT_TRACE", "AGENT_FAIL_ON_PATH", "AGENT_FAR_COMMENT"]',
+            f"pass_env = {json.dumps(PASSED_TO_AGENTS)}",
         ]
     path.write_text("\n".join(lines) + "\n")
     return path

@@ -11,6 +11,7 @@ from tests.conftest import write_agents
 from tests.fakes.models import Fail, FakeOpenAI, Reply, ToolCall, running
 from tests.test_github_flow import FILES, github_world
 from tests.test_github_reviews import KEY, MULTIPLY, PR_URL, pull_request_event, registered
+from tests.test_github_webhooks import SECRET
 from tests.test_model_agent import tool_results, with_model
 
 
@@ -40,6 +41,14 @@ def agent_trace(tmp_path, monkeypatch):
 def fail_on_mod5(monkeypatch):
     """The scripted reviewer fails on the chunk holding src/mod5.py."""
     monkeypatch.setenv("AGENT_FAIL_ON_PATH", "src/mod5.py")
+
+
+@pytest.fixture
+def leaky_agent(tmp_path, monkeypatch):
+    """The scripted reviewer writes the server's webhook secret into its summary."""
+    words = tmp_path / "words.txt"
+    words.write_text(f"by the way: {SECRET}")
+    monkeypatch.setenv("AGENT_SAY_FILE", str(words))
 
 
 @pytest.fixture
@@ -115,6 +124,13 @@ async def test_a_chunk_whose_agent_fails_is_named_and_the_rest_is_posted(fail_on
     failed = [e["path"] for e in result["not_reviewed"] if "agent failed" in e["reason"]]
     assert failed == ["src/mod4.py", "src/mod5.py", "tests/test_mod.py"]
     assert "The agent failed on its part" in posted.body and "`src/mod5.py`" in posted.body
+
+
+async def test_a_secret_in_the_agents_words_never_reaches_the_pr(leaky_agent, world):
+    result = await review(world, post=True)
+    (posted,) = world.github.reviews.values()
+    assert SECRET not in posted.body and SECRET not in json.dumps(result)
+    assert "by the way: ***" in posted.body
 
 
 async def test_a_pr_with_too_many_files_is_refused_by_the_api_and_skipped_in_a_check(

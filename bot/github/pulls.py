@@ -11,6 +11,7 @@ from gidgethub import BadRequest, RateLimitExceeded, routing, sansio
 from bot.errors import ConfigError
 from bot.github.context import GitHubContext
 from bot.github.reviews import ReviewSkipped, review_pull_request
+from bot.redact import Redactor
 from bot.repo_config import CONFIG_PATH, RepoConfig, parse_repo_config
 
 log = logging.getLogger("nimbus.github")
@@ -51,8 +52,10 @@ def _rate_limited(exc: BaseException) -> bool:
 class ReviewCheck:
     """The check run that says what became of a PR head's review: made, or skipped and why."""
 
-    def __init__(self, gh: Any, full_name: str, head: str) -> None:
+    def __init__(self, gh: Any, full_name: str, head: str, redactor: Redactor) -> None:
         self.gh, self.full_name, self.head = gh, full_name, head
+        # Reasons carry error messages: no secret may reach GitHub through them.
+        self.redactor = redactor
         self.run_id: int | None = None
 
     async def _send(self, data: dict[str, Any]) -> None:
@@ -81,6 +84,7 @@ class ReviewCheck:
 
     async def skipped(self, reason: str, hint: str) -> None:
         """A neutral check: the review was not made, never a silent success."""
+        reason = self.redactor.text(reason)
         summary = f"{reason}\n\n{hint}" if hint else reason
         await self.finish("neutral", f"Review skipped: {reason}"[:200], summary)
 
@@ -115,7 +119,8 @@ async def review_once(
         log.info("%s#%s at %s was reviewed already", full_name, number, head[:12])
         return
     installation = int(data["installation"]["id"])
-    check = ReviewCheck(await ctx.app.api(installation), full_name, head)
+    redactor = ctx.services.events.redactor
+    check = ReviewCheck(await ctx.app.api(installation), full_name, head, redactor)
     await check.start()
     repo = await ctx.register(installation, repository)
     try:
@@ -195,7 +200,9 @@ async def changed(event: sansio.Event, ctx: GitHubContext, *a: Any, **kw: Any) -
         return
     paused_by = await ctx.services.store.reviews_paused_by(repository["full_name"], pr["number"])
     if paused_by:
-        check = ReviewCheck(gh, repository["full_name"], pr["head"]["sha"])
+        check = ReviewCheck(
+            gh, repository["full_name"], pr["head"]["sha"], ctx.services.events.redactor
+        )
         await check.skipped(
             f"automatic reviews are paused on this pull request (by {paused_by})",
             "`/nimbus resume` turns them back on; `/nimbus review` asks for one now.",

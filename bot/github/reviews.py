@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import tempfile
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -209,10 +210,14 @@ async def review_pull_request(
             await services.forges.for_repo(repo).checkout_commit(repo, head, workdir)
             outcomes = await review.chunks(scope.chunks, workdir, Path(scratch))
     summaries, findings, left_out = _merged(scope, outcomes)
+    redactor = services.events.redactor
+    # What goes on the PR passes the redactor, like every event: agents' errors are quoted in it.
+    findings = [replace(f, body=redactor.text(f.body)) for f in findings]
+    left_out = [(path, redactor.text(reason)) for path, reason in left_out]
     inline, moved = anchor(findings, files)
     if post:
         inline = await _not_posted_yet(gh, full_name, number, inline)
-    summary = summary_with("\n\n".join(summaries), moved, left_out)
+    summary = summary_with(redactor.text("\n\n".join(summaries)), moved, left_out)
     left_out_paths = {path for path, _ in left_out}
     result: dict[str, Any] = {
         "pr_url": pr_url,

@@ -64,7 +64,10 @@ def review_each_file(diff: str) -> int:
             comments.append({"path": path[1], "line": line, "body": f"looked at {path[1]}"})
     if os.environ.get("AGENT_FAR_COMMENT") and files:
         comments.append({"path": files[0], "line": 100_000, "body": "far from the diff"})
-    print(json.dumps({"summary": f"Read {len(files)} files.", "comments": comments}))
+    # AGENT_SAY_FILE: words to add, from a file (a secret in the environment never reaches us).
+    say = Path(os.environ["AGENT_SAY_FILE"]).read_text() if "AGENT_SAY_FILE" in os.environ else ""
+    summary = f"Read {len(files)} files. {say}".strip()
+    print(json.dumps({"summary": summary, "comments": comments}))
     return 0
 
 
