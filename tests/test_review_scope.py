@@ -8,14 +8,8 @@ from hypothesis import strategies as st
 from bot.github.anchors import PrFile
 from bot.github.review_scope import (
     DELETIONS_ONLY,
-    GENERATED,
-    LOCK,
     NO_PATCH,
-    OTHER,
     OVER_BUDGET,
-    SOURCE,
-    TEST,
-    VENDORED,
     estimate_tokens,
     file_diff,
     hunks,
@@ -23,6 +17,7 @@ from bot.github.review_scope import (
     plan_review,
     without_deletion_only,
 )
+from bot.paths import GENERATED, LOCK, OTHER, SOURCE, TEST, VENDORED
 
 
 def added(lines: int, start: int = 1, word: str = "x") -> str:

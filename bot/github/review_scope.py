@@ -10,82 +10,14 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from fnmatch import fnmatch
-from pathlib import PurePosixPath
 
+from bot import paths
 from bot.github.anchors import PrFile
 
 # Reasons a file was not reviewed, as the summary says them.
 NO_PATCH = "GitHub sent no diff for it (binary or very large)"
 DELETIONS_ONLY = "only lines removed"
 OVER_BUDGET = "over the review's token budget"
-
-SOURCE, TEST, OTHER, GENERATED, VENDORED, LOCK = range(6)
-
-_LOCK_FILES = frozenset(
-    {
-        "package-lock.json",
-        "npm-shrinkwrap.json",
-        "yarn.lock",
-        "pnpm-lock.yaml",
-        "bun.lockb",
-        "poetry.lock",
-        "pdm.lock",
-        "uv.lock",
-        "pipfile.lock",
-        "cargo.lock",
-        "gemfile.lock",
-        "composer.lock",
-        "go.sum",
-        "mix.lock",
-        "pubspec.lock",
-        "podfile.lock",
-        "flake.lock",
-        "packages.lock.json",
-    }
-)
-_VENDORED_DIRS = frozenset(
-    {
-        "vendor",
-        "vendors",
-        "third_party",
-        "third-party",
-        "thirdparty",
-        "node_modules",
-        "bower_components",
-    }
-)
-_GENERATED_GLOBS = (
-    "*.min.js",
-    "*.min.css",
-    "*.map",
-    "*_pb2.py",
-    "*_pb2_grpc.py",
-    "*.pb.go",
-    "*.pb.cc",
-    "*.pb.h",
-    "*.generated.*",
-    "*.g.dart",
-    "*.snap",
-)
-_GENERATED_DIRS = frozenset({"dist", "__snapshots__", "__generated__", "generated"})
-# The markers code generators put in their output's first lines (Go's convention and @generated).
-_GENERATED_MARK = re.compile(r"(?:Code generated .* DO NOT EDIT|@generated\b)")
-_TEST_DIRS = frozenset({"test", "tests", "spec", "specs", "__tests__", "testing"})
-_TEST_NAMES = (
-    "test_*",
-    "*_test.*",
-    "*.test.*",
-    "*.spec.*",
-    "*Test.java",
-    "*Tests.cs",
-    "conftest.py",
-)
-_SOURCE_SUFFIXES = frozenset(
-    ".py .pyi .js .jsx .mjs .cjs .ts .tsx .go .rs .java .kt .kts .scala .rb .php .c .h .cc .cpp"
-    " .cxx .hpp .hh .cs .swift .m .mm .ex .exs .erl .hs .ml .clj .lua .pl .r .jl .dart .sh .bash"
-    " .sql .vue .svelte".split()
-)
 
 
 def estimate_tokens(text: str) -> int:
@@ -95,20 +27,7 @@ def estimate_tokens(text: str) -> int:
 
 def kind_of(file: PrFile) -> int:
     """The file's review priority: SOURCE first … LOCK last."""
-    path = PurePosixPath(file.path)
-    name = path.name
-    dirs = {part.lower() for part in path.parts[:-1]}
-    if name.lower() in _LOCK_FILES:
-        return LOCK
-    if dirs & _VENDORED_DIRS:
-        return VENDORED
-    if dirs & _GENERATED_DIRS or any(fnmatch(name, g) for g in _GENERATED_GLOBS):
-        return GENERATED
-    if file.patch and _GENERATED_MARK.search(file.patch[:2000]):
-        return GENERATED
-    if dirs & _TEST_DIRS or any(fnmatch(name, t) for t in _TEST_NAMES):
-        return TEST
-    return SOURCE if path.suffix.lower() in _SOURCE_SUFFIXES else OTHER
+    return paths.kind_of(file.path, file.patch or "")
 
 
 _HUNK_START = re.compile(r"^@@ ", re.MULTILINE)
