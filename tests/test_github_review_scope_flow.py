@@ -165,6 +165,17 @@ async def test_an_automatic_review_ends_in_a_successful_check(world):
     assert f"/pull/1#pullrequestreview-{posted.id}" in check.output["summary"]
 
 
+async def test_a_push_of_more_files_than_compare_lists_is_reviewed_whole(world, agent_trace):
+    await pull_request_event(world, "opened")
+    # 300 new files since the reviewed head: compare lists no more, so it cannot be trusted.
+    world.commit_files("feature", {f"gen/f{i}.txt": f"v{i}\n" for i in range(300)})
+    await pull_request_event(world, "synchronize")
+    assert len(world.github.reviews) == 2
+    second = seen(agent_trace)[2:]  # the first review made two requests
+    shown = "".join(call["prompt"] for call in second)
+    assert "src/mod0.py" in shown and "gen/f0.txt" in shown  # the whole PR, not only the push
+
+
 async def test_paused_reviews_skip_pushes_in_a_neutral_check_until_resumed(world):
     await world.comment(1, "/nimbus pause")
     assert "Automatic reviews are paused" in world.bodies(1)[-1]

@@ -10,6 +10,7 @@ from bot.github.review_scope import (
     DELETIONS_ONLY,
     NO_PATCH,
     OVER_BUDGET,
+    RENAMED_ONLY,
     estimate_tokens,
     file_diff,
     hunks,
@@ -79,6 +80,12 @@ def test_files_without_a_patch_or_with_only_deletions_are_named_with_why():
     assert scope.not_reviewed == [("logo.png", NO_PATCH), ("old.py", DELETIONS_ONLY)]
     assert scope.reviewed_paths == ["app.py"]
     assert scope.chunks[0].diff() == file_diff(files[2], MIXED)
+
+
+def test_a_rename_without_changes_is_named_as_such():
+    files = [PrFile("src/new.py", None, "renamed", "src/old.py"), PrFile("logo.png", None)]
+    scope = plan_review(files, budget_tokens=1_000, chunk_tokens=1_000)
+    assert scope.not_reviewed == [("src/new.py", RENAMED_ONLY), ("logo.png", NO_PATCH)]
 
 
 def test_source_is_reviewed_before_lock_files_when_the_budget_is_short():

@@ -16,6 +16,7 @@ from bot.github.anchors import PrFile
 
 # Reasons a file was not reviewed, as the summary says them.
 NO_PATCH = "GitHub sent no diff for it (binary or very large)"
+RENAMED_ONLY = "renamed, content unchanged"
 DELETIONS_ONLY = "only lines removed"
 OVER_BUDGET = "over the review's token budget"
 
@@ -110,7 +111,9 @@ def plan_review(files: list[PrFile], *, budget_tokens: int, chunk_tokens: int) -
     candidates: list[tuple[int, int, PrFile, str]] = []
     for index, file in enumerate(files):
         if file.patch is None:
-            not_reviewed.append((file.path, NO_PATCH))
+            # GitHub sends no patch for a rename that changes nothing: there is nothing to read.
+            unchanged = file.status == "renamed"
+            not_reviewed.append((file.path, RENAMED_ONLY if unchanged else NO_PATCH))
             continue
         patch = without_deletion_only(file.patch)
         if not patch:

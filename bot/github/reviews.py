@@ -19,6 +19,8 @@ from bot.models import Repo
 from bot.repo_config import path_matches
 from phases.context import Services
 
+# https://docs.github.com/rest/commits/commits#compare-two-commits lists up to 300 files.
+_COMPARE_MAX_FILES = 300
 # Chunks reviewed at once: enough to keep a large review's wall time down, few enough that one
 # review does not take all of a provider's rate limit.
 CONCURRENCY = 3
@@ -56,11 +58,10 @@ async def _changes_since(
         compared = await gh.getitem(f"/repos/{full_name}/compare/{base}...{head}")
     except BadRequest:
         return None  # the old head is gone (a force-push): the whole PR is reviewed instead
-    return [
-        _pr_file(f)
-        for f in compared.get("files") or []
-        if not _ignored(f["filename"], paths_ignore)
-    ]
+    listed = compared.get("files") or []
+    if len(listed) >= _COMPARE_MAX_FILES:
+        return None  # compare lists 300 files at most: the rest would be silently missed
+    return [_pr_file(f) for f in listed if not _ignored(f["filename"], paths_ignore)]
 
 
 async def _not_posted_yet(
@@ -189,7 +190,7 @@ async def review_pull_request(
     # https://docs.github.com/rest/pulls/pulls#list-pull-requests-files (paginated, 3000 at most)
     files = [
         _pr_file(f)
-        async for f in gh.getiter(f"/repos/{full_name}/pulls/{number}/files")
+        async for f in gh.getiter(f"/repos/{full_name}/pulls/{number}/files?per_page=100")
         if not _ignored(f["filename"], paths_ignore)
     ]
     head = pr["head"]["sha"]
