@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 from collections.abc import AsyncIterator
@@ -22,6 +23,7 @@ from bot.forge.github import GitHubForge
 from bot.git import Git
 from bot.github.client import GitHubApp
 from bot.github.deliveries import DeliveryWorker
+from bot.index.build import close_pool
 from bot.redact import Redactor
 from bot.runner import Runner
 from bot.settings import Settings
@@ -88,6 +90,7 @@ def create_app(settings: Settings | None = None, *, run_worker: bool = True) -> 
                 await worker.stop()
             if services.github is not None:
                 await services.github.http.aclose()
+            await asyncio.to_thread(close_pool)
             await services.store.close()
 
     app = Starlette(

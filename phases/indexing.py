@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
 import re
+from collections import Counter
 from pathlib import Path
 
 from bot.errors import ConfigError, PhaseError
 from bot.git import safe_branch
+from bot.index.build import build_index
+from bot.index.rank import rank_files
+from bot.index.repomap import render_map
 from bot.inventory import Inventory, detect_test_command, take_inventory
 from bot.models import Task
 from bot.repo_config import CONFIG_PATH, RepoConfig, parse_repo_config
@@ -16,8 +21,6 @@ from phases.machine import Trigger
 from phases.repo_commands import run_setup, run_tests
 
 _MAX_CONFIG_BYTES = 256 * 1024
-# How many paths the repository overview lists before summarising the rest.
-_MAX_LISTED_FILES = 400
 
 
 def task_branch(task: Task, prefix: str) -> str:
@@ -40,22 +43,52 @@ def read_in_clone(clone: Path, relative: str, limit: int = _MAX_CONFIG_BYTES) ->
     return path.read_text("utf-8", errors="replace")
 
 
-def render_context(inventory: Inventory, config: RepoConfig, test_command: str | None) -> str:
-    """The repository overview every agent gets (a ranked map comes with the index)."""
+def _folders(files: list[str]) -> str:
+    """Files per top-level folder, largest first: the repository's shape in one line."""
+    counts = Counter(f.split("/", 1)[0] if "/" in f else "." for f in files)
+    shown = [
+        f"{name}/ {n}" if name != "." else f"(top level) {n}" for name, n in counts.most_common(12)
+    ]
+    more = len(counts) - len(shown)
+    return ", ".join(shown) + (f", and {more} more folders" if more > 0 else "")
+
+
+def render_context(
+    inventory: Inventory, config: RepoConfig, test_command: str | None, repo_map: str
+) -> str:
+    """What every agent gets about the repository: its overview and the task's repo map."""
     languages = ", ".join(f"{k} ({v})" for k, v in inventory.languages.items()) or "unknown"
-    listed = inventory.files[:_MAX_LISTED_FILES]
-    more = len(inventory.files) - len(listed)
     lines = [
         f"Languages: {languages}",
         f"Test command: {test_command or 'none found'}",
         f"Setup command: {config.setup_command or 'none'}",
         f"Protected paths (do not edit): {', '.join(config.protected_paths) or 'none'}",
-        f"Files ({len(inventory.files)}):",
-        *(f"  {p}" for p in listed),
+        f"Files: {len(inventory.files)} ({_folders(inventory.files)})",
     ]
-    if more > 0:
-        lines.append(f"  … and {more} more")
+    if repo_map:
+        lines += [
+            "",
+            "Repository map: the files most relevant to this task, most relevant first, with the"
+            " line and first line of their main definitions:",
+            repo_map,
+        ]
     return "\n".join(lines)
+
+
+async def _repo_map(ctx: PhaseRun, clone: Path) -> str:
+    """Index the clone (cached by blob) and map it for the task, within the context budget."""
+    settings = ctx.services.settings
+    index = await build_index(clone, ctx.git, settings.index_cache_path)
+    await ctx.log(f"index: {index.summary()}")
+    description = ctx.task.description
+
+    def mapped() -> str:
+        return render_map(
+            index, rank_files(index, description), description, settings.context_tokens
+        )
+
+    # Ranking a large repository takes a while: off the event loop like the indexing.
+    return await asyncio.to_thread(mapped)
 
 
 async def run(ctx: PhaseRun) -> Step:
@@ -69,6 +102,7 @@ async def run(ctx: PhaseRun) -> Step:
     for warning in warnings:
         await ctx.log(warning)
     await ctx.log(f"indexed {inventory.summary}")
+    repo_map = await _repo_map(ctx, clone)
 
     branch = ctx.task.branch
     wanted = task_branch(ctx.task, config.branch_prefix)
@@ -104,7 +138,7 @@ async def run(ctx: PhaseRun) -> Step:
         **ctx.task.state,
         "config_text": config_text,
         "test_command": test_command,
-        "context": render_context(inventory, config, test_command),
+        "context": render_context(inventory, config, test_command, repo_map),
         "skill": skill,
         "baseline": baseline.to_json() if baseline else None,
         "languages": inventory.languages,

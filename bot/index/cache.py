@@ -1,0 +1,90 @@
+"""The index cache: symbols per blob SHA and file lists per commit SHA, in one SQLite file.
+
+Used from the indexing thread only (never on the event loop). Entries carry the extractor's
+version, so a change to what is extracted makes old entries misses instead of wrong answers.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import zlib
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+# Raise when symbols.py or what a file entry holds changes.
+VERSION = 1
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS blobs (
+    blob TEXT NOT NULL,
+    version INTEGER NOT NULL,
+    data BLOB NOT NULL,
+    PRIMARY KEY (blob, version)
+);
+CREATE TABLE IF NOT EXISTS commits (
+    sha TEXT NOT NULL,
+    version INTEGER NOT NULL,
+    data BLOB NOT NULL,
+    PRIMARY KEY (sha, version)
+);
+"""
+
+
+def _pack(value: Any) -> bytes:
+    return zlib.compress(json.dumps(value, separators=(",", ":")).encode(), 1)
+
+
+def _unpack(data: bytes) -> Any:
+    return json.loads(zlib.decompress(data))
+
+
+class IndexCache:
+    """Blob and commit entries of earlier indexes."""
+
+    def __init__(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        # Several tasks may index at once, each from its own thread and connection.
+        self.db = sqlite3.connect(path, timeout=30, check_same_thread=False)
+        self.db.execute("PRAGMA journal_mode=WAL")
+        self.db.executescript(_SCHEMA)
+
+    def close(self) -> None:
+        self.db.close()
+
+    def blobs(self, shas: Iterable[str]) -> dict[str, Any]:
+        """The cached entries of those blobs that have one."""
+        wanted = list(dict.fromkeys(shas))
+        found: dict[str, Any] = {}
+        # SQLite's default limit on variables in one statement is 32766; stay well below.
+        for start in range(0, len(wanted), 500):
+            part = wanted[start : start + 500]
+            marks = ",".join("?" * len(part))
+            rows = self.db.execute(
+                f"SELECT blob, data FROM blobs WHERE version = ? AND blob IN ({marks})",
+                (VERSION, *part),
+            )
+            found.update((blob, _unpack(data)) for blob, data in rows)
+        return found
+
+    def put_blobs(self, entries: dict[str, Any]) -> None:
+        with self.db:
+            self.db.executemany(
+                "INSERT OR REPLACE INTO blobs (blob, version, data) VALUES (?, ?, ?)",
+                [(blob, VERSION, _pack(value)) for blob, value in entries.items()],
+            )
+
+    def commit(self, sha: str) -> Any | None:
+        """The file list of a commit indexed before (a commit names its whole tree)."""
+        row = self.db.execute(
+            "SELECT data FROM commits WHERE sha = ? AND version = ?", (sha, VERSION)
+        ).fetchone()
+        return _unpack(row[0]) if row else None
+
+    def put_commit(self, sha: str, value: Any) -> None:
+        with self.db:
+            self.db.execute(
+                "INSERT OR REPLACE INTO commits (sha, version, data) VALUES (?, ?, ?)",
+                (sha, VERSION, _pack(value)),
+            )

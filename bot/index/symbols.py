@@ -1,0 +1,151 @@
+"""A file's symbols: what it defines (tree-sitter, or a plain fallback) and the names it uses.
+
+Pure: bytes in, symbols out. Runs in worker processes, so everything here is picklable.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+from dataclasses import dataclass, field
+
+from tree_sitter import QueryCursor
+
+from bot.index.languages import PARSED, definitions_query, not_code_query, parser
+
+# A signature longer than this is cut: the map shows where a symbol is, not all of it.
+_SIGNATURE_CHARS = 160
+_IDENTIFIER = re.compile(rb"[A-Za-z_][A-Za-z0-9_]{2,}")
+# Definitions in languages without a grammar here: keyword then name, at a line's start.
+_PLAIN_DEFINITION = re.compile(
+    rb"^[ \t]*(?:(?:export|public|private|protected|static|async|pub|abstract|final)[ \t]+)*"
+    rb"(?P<kind>def|class|function|func|fn|sub|module|interface|struct|enum|trait|type|proc)"
+    rb"[ \t]+(?P<name>[A-Za-z_][A-Za-z0-9_]*)",
+    re.MULTILINE,
+)
+_PLAIN_KINDS = {
+    b"def": "function",
+    b"function": "function",
+    b"func": "function",
+    b"fn": "function",
+    b"sub": "function",
+    b"proc": "function",
+    b"class": "class",
+    b"struct": "class",
+    b"enum": "class",
+    b"interface": "interface",
+    b"trait": "interface",
+    b"module": "module",
+    b"type": "type",
+}
+
+
+@dataclass(frozen=True)
+class Definition:
+    """A name a file defines, where, and the first line of its definition."""
+
+    name: str
+    kind: str
+    line: int
+    signature: str
+
+
+@dataclass
+class FileSymbols:
+    """What one file defines and which names it uses (with how often)."""
+
+    definitions: list[Definition] = field(default_factory=list)
+    # Names used in code (comments and strings left out where tree-sitter reads the language).
+    references: Counter[str] = field(default_factory=Counter)
+    # Every identifier of the text, comments and strings included: what lexical search reads.
+    words: Counter[str] = field(default_factory=Counter)
+    parsed: bool = False  # True when tree-sitter read it, False for the plain fallback
+
+    def to_json(self) -> dict:
+        return {
+            "d": [[d.name, d.kind, d.line, d.signature] for d in self.definitions],
+            "r": dict(self.references),
+            "w": dict(self.words),
+            "p": self.parsed,
+        }
+
+    @classmethod
+    def from_json(cls, data: dict) -> FileSymbols:
+        return cls(
+            [Definition(*d) for d in data["d"]],
+            Counter(data["r"]),
+            Counter(data["w"]),
+            bool(data.get("p")),
+        )
+
+
+def _signature(source: bytes, start: int) -> str:
+    end = source.find(b"\n", start)
+    line = source[start : end if end != -1 else len(source)]
+    return line.decode("utf-8", errors="replace").strip()[:_SIGNATURE_CHARS]
+
+
+# Definitions deeper than this (functions inside functions inside methods) are left out of the
+# map; the limit also keeps the query from walking every node of a large file.
+_DEFINITION_DEPTH = 7
+
+
+def _parsed(language: str, source: bytes) -> FileSymbols:
+    tree = parser(language).parse(source)
+    symbols = FileSymbols(parsed=True)
+    seen: set[tuple[str, int]] = set()
+    cursor = QueryCursor(definitions_query(language))
+    cursor.set_max_start_depth(_DEFINITION_DEPTH)
+    for _, captures in cursor.matches(tree.root_node):
+        names = captures.get("name")
+        if not names:
+            continue
+        name_node = names[0]
+        kind = next((k.split(".", 1)[1] for k in captures if k.startswith("definition.")), "")
+        whole = captures[f"definition.{kind}"][0] if kind else name_node
+        name = (name_node.text or b"").decode("utf-8", errors="replace")
+        line = whole.start_point[0] + 1
+        if (name, line) in seen:
+            continue
+        seen.add((name, line))
+        # The line where the definition starts (decorators and `export` included).
+        line_start = source.rfind(b"\n", 0, whole.start_byte) + 1
+        symbols.definitions.append(Definition(name, kind, line, _signature(source, line_start)))
+    # References are the names used in code: every identifier of the file less those inside
+    # comments and string literals, which tree-sitter finds (far fewer nodes than identifiers,
+    # so this costs a fraction of walking every identifier node).
+    words = Counter(_IDENTIFIER.findall(source))
+    names = words.copy()
+    for nodes in QueryCursor(not_code_query(language)).captures(tree.root_node).values():
+        for node in nodes:
+            names.subtract(_IDENTIFIER.findall(source, node.start_byte, node.end_byte))
+    symbols.references = Counter(
+        {name.decode("ascii"): count for name, count in names.items() if count > 0}
+    )
+    symbols.words = Counter({name.decode("ascii"): count for name, count in words.items()})
+    return symbols
+
+
+def _plain(source: bytes) -> FileSymbols:
+    symbols = FileSymbols()
+    for match in _PLAIN_DEFINITION.finditer(source):
+        line = source.count(b"\n", 0, match.start()) + 1
+        line_start = source.rfind(b"\n", 0, match.start()) + 1
+        symbols.definitions.append(
+            Definition(
+                match["name"].decode("utf-8", errors="replace"),
+                _PLAIN_KINDS.get(match["kind"], "function"),
+                line,
+                _signature(source, line_start),
+            )
+        )
+    symbols.references = Counter(m.decode("ascii") for m in _IDENTIFIER.findall(source))
+    symbols.words = symbols.references.copy()
+    return symbols
+
+
+def extract(language: str | None, source: bytes) -> FileSymbols:
+    """The symbols of one file's bytes: tree-sitter for the languages it knows here, else plain."""
+    if language in PARSED:
+        return _parsed(language, source)
+    return _plain(source)
