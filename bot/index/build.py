@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import multiprocessing
 import os
 import time
 from collections import Counter
 from concurrent.futures import Executor, ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -15,9 +17,11 @@ from typing import Any
 from bot import paths
 from bot.git import Git
 from bot.index import files as selection
-from bot.index.cache import IndexCache
+from bot.index.cache import open_cache
 from bot.index.languages import language_of
 from bot.index.symbols import FileSymbols, extract
+
+log = logging.getLogger("nimbus.index")
 
 # Below this many files to read, worker processes cost more than they save.
 _POOL_FROM = 64
@@ -109,8 +113,14 @@ def _read_all(
     if pool is None or len(items) < _POOL_FROM:
         return _read_batch(str(clone), items)
     batches = [items[i : i + _BATCH] for i in range(0, len(items), _BATCH)]
-    futures = [pool.submit(_read_batch, str(clone), batch) for batch in batches]
-    return [entry for future in futures for entry in future.result()]
+    try:
+        futures = [pool.submit(_read_batch, str(clone), batch) for batch in batches]
+        return [entry for future in futures for entry in future.result()]
+    except BrokenProcessPool:
+        # A worker died (killed, out of memory): start afresh next time, finish this one here.
+        log.warning("an indexing process died; reading the files in this process")
+        close_pool()
+        return _read_batch(str(clone), items)
 
 
 def index_tree(
@@ -124,7 +134,7 @@ def index_tree(
 ) -> RepoIndex:
     """The index of `clone` at `commit` (blocking: run it in a thread)."""
     started = time.perf_counter()
-    cache = IndexCache(cache_path) if cache_path else None
+    cache = open_cache(cache_path) if cache_path else None
     try:
         listing = cache.commit(commit) if cache else None
         if listing is None:
@@ -135,7 +145,8 @@ def index_tree(
                 if reason:
                     skipped[reason] += 1
                 else:
-                    listing.append([file.path, file.blob])
+                    # The same bytes read as another language are another entry.
+                    listing.append([file.path, f"{file.blob}:{language_of(file.path) or ''}"])
             listing = {"files": listing, "skipped": dict(skipped)}
             fresh_listing = True
         else:
@@ -176,8 +187,9 @@ async def build_index(
 ) -> RepoIndex:
     """Index the clone at its HEAD; the parsing happens in other processes, off the loop."""
     commit = await git.head(clone)
-    listed = await git.run(["ls-files", "--stage", "-z"], cwd=clone)
-    tracked = selection.parse_ls_files(listed.stdout)
+    # The commit's own tree (not the staging area): what the commit cache is keyed by.
+    listed = await git.run(["ls-tree", "-r", "-z", "--full-tree", commit], cwd=clone)
+    tracked = selection.parse_ls_tree(listed.stdout)
     ignored: set[str] = set()
     if any(Path(f.path).name == ".nimbusignore" for f in tracked):
         # git applies .nimbusignore files with .gitignore's rules, each to its own folder.

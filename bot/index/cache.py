@@ -7,14 +7,18 @@ version, so a change to what is extracted makes old entries misses instead of wr
 from __future__ import annotations
 
 import json
+import logging
 import sqlite3
+import time
 import zlib
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 # Raise when symbols.py or what a file entry holds changes.
-VERSION = 1
+VERSION = 2
+# How long to keep asking while another task's index holds the database.
+_LOCKED_SECONDS = 30.0
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS blobs (
@@ -40,15 +44,51 @@ def _unpack(data: bytes) -> Any:
     return json.loads(zlib.decompress(data))
 
 
+log = logging.getLogger("nimbus.index")
+
+
+def open_cache(path: Path) -> IndexCache | None:
+    """The cache at `path`; a file that is not a cache is set aside and a new one made."""
+    try:
+        return IndexCache(path)
+    except sqlite3.DatabaseError as exc:
+        if "locked" in str(exc):
+            log.warning("index cache %s stays locked (%s): indexing without it", path, exc)
+            return None
+        log.warning("index cache %s is unreadable (%s): starting a new one", path, exc)
+    try:
+        path.replace(path.with_name(path.name + ".corrupt"))
+        return IndexCache(path)
+    except (OSError, sqlite3.Error) as exc:
+        log.warning("index cache %s cannot be made (%s): indexing without it", path, exc)
+        return None
+
+
 class IndexCache:
     """Blob and commit entries of earlier indexes."""
 
     def __init__(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         # Several tasks may index at once, each from its own thread and connection.
-        self.db = sqlite3.connect(path, timeout=30, check_same_thread=False)
-        self.db.execute("PRAGMA journal_mode=WAL")
-        self.db.executescript(_SCHEMA)
+        self.db = sqlite3.connect(path, timeout=_LOCKED_SECONDS, check_same_thread=False)
+        try:
+            self._prepare()
+        except sqlite3.Error:
+            self.db.close()
+            raise
+
+    def _prepare(self) -> None:
+        # Switching a new file to WAL does not wait on a lock as statements do: ask again.
+        deadline = time.monotonic() + _LOCKED_SECONDS
+        while True:
+            try:
+                self.db.execute("PRAGMA journal_mode=WAL")
+                self.db.executescript(_SCHEMA)
+                return
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.05)
 
     def close(self) -> None:
         self.db.close()

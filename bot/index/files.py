@@ -50,6 +50,18 @@ _BINARY_SUFFIXES = frozenset(
 )
 
 
+def parse_ls_tree(output: str) -> list[TrackedFile]:
+    """Entries of `git ls-tree -r -z <commit>` (`<mode> <type> <object>\\t<path>`)."""
+    found = []
+    for record in output.split("\0"):
+        if not record:
+            continue
+        meta, _, path = record.partition("\t")
+        mode, _type, blob = meta.split(" ")
+        found.append(TrackedFile(path, blob, mode))
+    return found
+
+
 def skip_reason(file: TrackedFile, ignored: set[str]) -> str | None:
     """Why the file is left out of the index (before reading it), or None to read it."""
     if file.mode not in ("100644", "100755"):

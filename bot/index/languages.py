@@ -108,11 +108,12 @@ _DEFINITIONS = {
 _DEFINITIONS["tsx"] = _DEFINITIONS["typescript"]
 
 # Comments and string literals: text that is not code, so names in it are not references.
+# Only the literal parts of strings: code inside f-strings and `${…}` is code.
 _NOT_CODE = {
-    "python": ("comment", "string"),
-    "javascript": ("comment", "string", "template_string"),
-    "typescript": ("comment", "string", "template_string"),
-    "tsx": ("comment", "string", "template_string"),
+    "python": ("comment", "string_content"),
+    "javascript": ("comment", "string_fragment", "regex_pattern", "jsx_text"),
+    "typescript": ("comment", "string_fragment", "regex_pattern"),
+    "tsx": ("comment", "string_fragment", "regex_pattern", "jsx_text"),
     "go": ("comment", "interpreted_string_literal", "raw_string_literal"),
     "rust": ("line_comment", "block_comment", "string_literal", "raw_string_literal"),
     "java": ("line_comment", "block_comment", "string_literal"),

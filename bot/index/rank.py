@@ -98,7 +98,7 @@ def _mentioned_paths(text: str, files: list[str]) -> set[str]:
 
 @dataclass(frozen=True)
 class RankedFile:
-    """A file and how relevant it is to the task (scores sum to at most 1 over the index)."""
+    """A file and how relevant it is to the task (higher is more; comparable within one ranking)."""
 
     path: str
     score: float

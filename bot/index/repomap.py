@@ -33,17 +33,17 @@ def _used_names(index: RepoIndex) -> Counter[str]:
 def _key_definitions(
     definitions: list[Definition], named: set[str], used: Counter[str]
 ) -> list[Definition]:
-    """The definitions worth showing, in file order: named by the task first, then most used."""
-    chosen = sorted(
+    """The definitions worth showing, best first: named by the task, then the most used."""
+    return sorted(
         definitions,
         key=lambda d: (d.name not in named, -used.get(d.name, 0), d.line),
     )[:_PER_FILE]
-    return sorted(chosen, key=lambda d: d.line)
 
 
 def _entry(path: str, definitions: list[Definition]) -> str:
     lines = [f"{path}:"]
-    lines += [f"  {d.line}: {d.signature}" for d in definitions]
+    # Shown in file order; chosen (and cut) in order of worth.
+    lines += [f"  {d.line}: {d.signature}" for d in sorted(definitions, key=lambda d: d.line)]
     return "\n".join(lines)
 
 
@@ -55,7 +55,7 @@ def render_map(index: RepoIndex, ranked: list[RankedFile], task: str, budget_tok
     left = budget_tokens
     for item in ranked:
         file = index.files.get(item.path)
-        if file is None:
+        if file is None or (item.score <= 0 and not file.symbols.definitions):
             continue
         definitions = _key_definitions(file.symbols.definitions, named, used)
         # Fewer signatures rather than no file: cut the list until the entry fits.

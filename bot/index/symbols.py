@@ -20,7 +20,7 @@ _IDENTIFIER = re.compile(rb"[A-Za-z_][A-Za-z0-9_]{2,}")
 _PLAIN_DEFINITION = re.compile(
     rb"^[ \t]*(?:(?:export|public|private|protected|static|async|pub|abstract|final)[ \t]+)*"
     rb"(?P<kind>def|class|function|func|fn|sub|module|interface|struct|enum|trait|type|proc)"
-    rb"[ \t]+(?P<name>[A-Za-z_][A-Za-z0-9_]*)",
+    rb"[ \t]+(?:self\.)?(?P<name>[A-Za-z_][A-Za-z0-9_]*)",
     re.MULTILINE,
 )
 _PLAIN_KINDS = {
@@ -102,14 +102,14 @@ def _parsed(language: str, source: bytes) -> FileSymbols:
             continue
         name_node = names[0]
         kind = next((k.split(".", 1)[1] for k in captures if k.startswith("definition.")), "")
-        whole = captures[f"definition.{kind}"][0] if kind else name_node
         name = (name_node.text or b"").decode("utf-8", errors="replace")
-        line = whole.start_point[0] + 1
+        # The declaration's own line (where its name is), not that of an annotation or a
+        # decorator above it; the whole line, so `export` or `pub` stays in the signature.
+        line = name_node.start_point[0] + 1
         if (name, line) in seen:
             continue
         seen.add((name, line))
-        # The line where the definition starts (decorators and `export` included).
-        line_start = source.rfind(b"\n", 0, whole.start_byte) + 1
+        line_start = source.rfind(b"\n", 0, name_node.start_byte) + 1
         symbols.definitions.append(Definition(name, kind, line, _signature(source, line_start)))
     # References are the names used in code: every identifier of the file less those inside
     # comments and string literals, which tree-sitter finds (far fewer nodes than identifiers,
