@@ -238,11 +238,14 @@ def test_the_map_starts_with_the_top_file_and_its_definitions_lines(shop):
     assert repo_map.startswith(
         "shop/payments.py:\n"
         "  6: class PaymentGateway:\n"
-        "  7: def __init__(self, client):\n"
-        "  10: def charge(self, card, amount):\n"
+        "      7: def __init__(self, client):\n"
+        "      10: def charge(self, card, amount):\n"
         "  15: def refund_payment(gateway, charge_id):\n"
     )
-    assert "shop/taxes.py:\n  1: RATES = " in repo_map
+    # A module-level constant the task does not name is not worth a line.
+    assert "RATES = " not in repo_map
+    named = render_map(shop, rank_files(shop, "`RATES`"), "`RATES`", 2_048)
+    assert "  1: RATES = " in named
 
 
 def test_a_larger_budget_shows_at_least_as_much(shop):

@@ -342,7 +342,7 @@ def test_python_decorators_leave_the_definition_on_its_def_line():
     source = b"class Shop:\n    @staticmethod\n    @cached(ttl=5)\n    def open():\n        pass\n"
     assert extract("python", source).definitions == [
         Definition("Shop", "class", 1, "class Shop:"),
-        Definition("open", "function", 4, "def open():"),
+        Definition("open", "function", 4, "def open():", parent="Shop"),
     ]
 
 
@@ -368,7 +368,7 @@ def test_an_exported_decorated_typescript_class_is_shown_by_its_export_line():
         pytest.param(
             "java",
             b"class Cart {\n    @Override\n    public int total() { return 0; }\n}\n",
-            Definition("total", "method", 3, "public int total() { return 0; }"),
+            Definition("total", "method", 3, "public int total() { return 0; }", "Cart"),
             id="java-method",
         ),
         pytest.param(

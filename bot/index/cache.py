@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 # Raise when symbols.py or what a file entry holds changes.
-VERSION = 2
+VERSION = 3
 # How long to keep asking while another task's index holds the database.
 _LOCKED_SECONDS = 30.0
 

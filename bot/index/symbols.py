@@ -9,7 +9,7 @@ import re
 from collections import Counter
 from dataclasses import dataclass, field
 
-from tree_sitter import QueryCursor
+from tree_sitter import Node, QueryCursor
 
 from bot.index.languages import PARSED, definitions_query, not_code_query, parser
 
@@ -48,6 +48,8 @@ class Definition:
     kind: str
     line: int
     signature: str
+    # The class (or impl, interface, module) it is defined in, if any.
+    parent: str = ""
 
 
 @dataclass
@@ -63,7 +65,7 @@ class FileSymbols:
 
     def to_json(self) -> dict:
         return {
-            "d": [[d.name, d.kind, d.line, d.signature] for d in self.definitions],
+            "d": [[d.name, d.kind, d.line, d.signature, d.parent] for d in self.definitions],
             "r": dict(self.references),
             "w": dict(self.words),
             "p": self.parsed,
@@ -90,6 +92,34 @@ def _signature(source: bytes, start: int) -> str:
 _DEFINITION_DEPTH = 7
 
 
+# Definitions that hold others, and the field naming them (`impl Foo` names its type).
+_CONTAINERS = {
+    "class_definition": "name",
+    "class_declaration": "name",
+    "abstract_class_declaration": "name",
+    "interface_declaration": "name",
+    "enum_declaration": "name",
+    "record_declaration": "name",
+    "trait_item": "name",
+    "impl_item": "type",
+    "mod_item": "name",
+    "class": "name",
+}
+
+
+def _parent(node: Node) -> str:
+    """The name of the nearest definition that holds `node`, or ""."""
+    current = node.parent
+    while current is not None:
+        field_name = _CONTAINERS.get(current.type)
+        if field_name:
+            named = current.child_by_field_name(field_name)
+            if named is not None and named.text:
+                return named.text.decode("utf-8", errors="replace")
+        current = current.parent
+    return ""
+
+
 def _parsed(language: str, source: bytes) -> FileSymbols:
     tree = parser(language).parse(source)
     symbols = FileSymbols(parsed=True)
@@ -110,7 +140,10 @@ def _parsed(language: str, source: bytes) -> FileSymbols:
             continue
         seen.add((name, line))
         line_start = source.rfind(b"\n", 0, name_node.start_byte) + 1
-        symbols.definitions.append(Definition(name, kind, line, _signature(source, line_start)))
+        whole = captures[f"definition.{kind}"][0] if kind else name_node
+        symbols.definitions.append(
+            Definition(name, kind, line, _signature(source, line_start), _parent(whole))
+        )
     # References are the names used in code: every identifier of the file less those inside
     # comments and string literals, which tree-sitter finds (far fewer nodes than identifiers,
     # so this costs a fraction of walking every identifier node).
