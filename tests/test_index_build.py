@@ -16,7 +16,7 @@ import pytest
 
 from bot.git import Git
 from bot.index import files as selection
-from bot.index.build import build_index, close_pool, index_tree
+from bot.index.build import build_index, close_pool, forget_recent, index_tree
 from bot.index.cache import VERSION
 from bot.index.rank import rank_files
 from bot.redact import Redactor
@@ -124,6 +124,14 @@ def commit(work: Path, files: dict[str, str | bytes], message: str = "change") -
     git("add", "-A", cwd=work)
     git("commit", "-q", "-m", message, cwd=work)
     return git("rev-parse", "HEAD", cwd=work)
+
+
+@pytest.fixture(autouse=True)
+def disk_cache_only():
+    """These tests are about the disk cache: no index is taken from the last ones in memory."""
+    forget_recent()
+    yield
+    forget_recent()
 
 
 @pytest.fixture
@@ -276,6 +284,7 @@ async def test_entries_of_another_extractor_version_are_not_used(mixed_repo, nim
             (blob_of["app/storage.py"], blob_of["app/config.py"]),
         )
     db.close()
+    forget_recent()  # from the disk, not from memory
     trusted = await build_index(mixed_repo, nimbus_git, cache, parallel=False)
     assert trusted.read == 0
     assert [d.name for d in trusted.files["app/config.py"].symbols.definitions] == ["open_store"]
@@ -285,6 +294,7 @@ async def test_entries_of_another_extractor_version_are_not_used(mixed_repo, nim
         db.execute("UPDATE blobs SET version = version + 1")
         db.execute("UPDATE commits SET version = version + 1")
     db.close()
+    forget_recent()
     fresh = await build_index(mixed_repo, nimbus_git, cache, parallel=False)
     assert fresh.read == first.read
     assert fresh.files == first.files
@@ -537,3 +547,16 @@ async def test_a_task_gets_a_repo_map_of_the_relevant_files(
     logs = [e["message"] for e in await server.events(second["id"]) if e["event_type"] == "log"]
     assert any(m.startswith("index: ") and "(0 read," in m for m in logs), logs
     assert repo_map_of(agent_saw(trace, "plan")[1]).startswith("shop/inventory.py:\n")
+
+
+async def test_the_last_indexes_are_kept_in_memory(mixed_repo, nimbus_git, tmp_path):
+    cache = tmp_path / "index.sqlite3"
+    first = await build_index(mixed_repo, nimbus_git, cache, parallel=False)
+    for leftover in tmp_path.glob("index.sqlite3*"):
+        leftover.unlink()
+    again = await build_index(mixed_repo, nimbus_git, cache, parallel=False)
+    assert (again.read, again.reused) == (0, first.read)
+    assert again.files.keys() == first.files.keys() and again.skipped == first.skipped
+    commit(mixed_repo, {"app/config.py": "def changed():\n    pass\n"})
+    later = await build_index(mixed_repo, nimbus_git, cache, parallel=False)
+    assert [d.name for d in later.files["app/config.py"].symbols.definitions] == ["changed"]

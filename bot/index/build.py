@@ -6,11 +6,12 @@ import asyncio
 import logging
 import multiprocessing
 import os
+import threading
 import time
-from collections import Counter
+from collections import Counter, OrderedDict
 from concurrent.futures import Executor, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +28,11 @@ log = logging.getLogger("nimbus.index")
 _POOL_FROM = 64
 _BATCH = 32
 _pool: ProcessPoolExecutor | None = None
+# The last indexes built, by commit and cache file: a task on a commit indexed moments ago (a
+# retry, a second task on the same repository) takes it as it is.
+_RECENT_SIZE = 4
+_recent: OrderedDict[tuple[str, str], RepoIndex] = OrderedDict()
+_recent_lock = threading.Lock()
 
 
 @dataclass
@@ -134,6 +140,20 @@ def index_tree(
 ) -> RepoIndex:
     """The index of `clone` at `commit` (blocking: run it in a thread)."""
     started = time.perf_counter()
+    key = (commit, str(cache_path))
+    with _recent_lock:
+        # Only alongside the disk cache: without one, every index reads everything.
+        recent = _recent.get(key) if cache_path else None
+        if recent is not None:
+            _recent.move_to_end(key)
+    if recent is not None:
+        # Nothing is read: the same commit's files, symbols and what was left out.
+        return replace(
+            recent,
+            read=0,
+            reused=recent.read + recent.reused,
+            seconds=time.perf_counter() - started,
+        )
     cache = open_cache(cache_path) if cache_path else None
     try:
         listing = cache.commit(commit) if cache else None
@@ -179,7 +199,18 @@ def index_tree(
             FileSymbols.from_json(entry["symbols"]),
         )
     index.seconds = time.perf_counter() - started
+    if cache_path:
+        with _recent_lock:
+            _recent[key] = index
+            while len(_recent) > _RECENT_SIZE:
+                _recent.popitem(last=False)
     return index
+
+
+def forget_recent() -> None:
+    """Drop the indexes kept in memory; the next index of any commit asks the disk cache."""
+    with _recent_lock:
+        _recent.clear()
 
 
 async def build_index(

@@ -6,8 +6,8 @@ version, so a change to what is extracted makes old entries misses instead of wr
 
 from __future__ import annotations
 
-import json
 import logging
+import marshal
 import sqlite3
 import time
 import zlib
@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 # Raise when symbols.py or what a file entry holds changes.
-VERSION = 3
+VERSION = 4
 # How long to keep asking while another task's index holds the database.
 _LOCKED_SECONDS = 30.0
 
@@ -37,11 +37,12 @@ CREATE TABLE IF NOT EXISTS commits (
 
 
 def _pack(value: Any) -> bytes:
-    return zlib.compress(json.dumps(value, separators=(",", ":")).encode(), 1)
+    # marshal: plain dicts, lists and strings only, and twice as fast to read back as JSON.
+    return zlib.compress(marshal.dumps(value), 1)
 
 
 def _unpack(data: bytes) -> Any:
-    return json.loads(zlib.decompress(data))
+    return marshal.loads(zlib.decompress(data))
 
 
 log = logging.getLogger("nimbus.index")
@@ -105,7 +106,11 @@ class IndexCache:
                 f"SELECT blob, data FROM blobs WHERE version = ? AND blob IN ({marks})",
                 (VERSION, *part),
             )
-            found.update((blob, _unpack(data)) for blob, data in rows)
+            for blob, data in rows:
+                try:
+                    found[blob] = _unpack(data)
+                except (zlib.error, ValueError, EOFError, TypeError):
+                    continue  # a damaged entry is a miss: the file is read again
         return found
 
     def put_blobs(self, entries: dict[str, Any]) -> None:
@@ -120,7 +125,12 @@ class IndexCache:
         row = self.db.execute(
             "SELECT data FROM commits WHERE sha = ? AND version = ?", (sha, VERSION)
         ).fetchone()
-        return _unpack(row[0]) if row else None
+        if row is None:
+            return None
+        try:
+            return _unpack(row[0])
+        except (zlib.error, ValueError, EOFError, TypeError):
+            return None
 
     def put_commit(self, sha: str, value: Any) -> None:
         with self.db:

@@ -28,8 +28,11 @@ _ITERATIONS = 30
 _GRAPH_SHARE = 0.35
 # A file the task names by path, or that defines a name the task writes as code.
 _MENTION_BOOST = 2.0
-# Where a change is likely to go: source before tests before everything else.
+# Where a change is likely to go: source before tests before everything else; code under
+# doc/ or examples/ is read, rarely changed.
 _KIND_PRIOR = {paths.SOURCE: 1.0, paths.TEST: 0.7, paths.OTHER: 0.5}
+_ASIDE_DIRS = frozenset({"doc", "docs", "example", "examples", "benchmarks", "bench", "asv_bench"})
+_ASIDE_PRIOR = 0.5
 
 _STOPWORDS = frozenset(
     """a an and are as at be but by can could did do does for from had has have how i if in
@@ -80,6 +83,10 @@ def code_names(text: str) -> set[str]:
     return names
 
 
+# A file name that many files share (`conf.py`, `__init__.py`) names none of them.
+_MAX_NAMESAKES = 3
+
+
 def _mentioned_paths(text: str, files: list[str]) -> set[str]:
     """Files the task names by path or by a path's tail (`models.py`, `requests/models`)."""
     found = set()
@@ -87,12 +94,17 @@ def _mentioned_paths(text: str, files: list[str]) -> set[str]:
         tail = raw.strip("./").replace("\\", "/")
         if len(tail) < 4:
             continue
-        stem = tail.rsplit(".", 1)[0] if "." in tail.rsplit("/", 1)[-1] else tail
-        for path in files:
-            if path == tail or path.endswith("/" + tail):
-                found.add(path)
-            elif stem != tail and "/" in stem and path.rsplit(".", 1)[0].endswith(stem):
-                found.add(path)
+        last = tail.rsplit("/", 1)[-1]
+        stem = tail.rsplit(".", 1)[0] if "." in last else tail
+        matches = {
+            path
+            for path in files
+            if path == tail
+            or path.endswith("/" + tail)
+            or (stem != tail and "/" in stem and path.rsplit(".", 1)[0].endswith(stem))
+        }
+        if "/" in tail or len(matches) <= _MAX_NAMESAKES:
+            found |= matches
     return found
 
 
@@ -226,6 +238,8 @@ def rank_files(index: RepoIndex, task: str) -> list[RankedFile]:
     for path in files:
         score = (1 - _GRAPH_SHARE) * personal.get(path, 0.0) + _GRAPH_SHARE * graph.get(path, 0.0)
         score *= _KIND_PRIOR.get(index.files[path].kind, 0.5)
+        if _ASIDE_DIRS.intersection(path.split("/")[:-1]):
+            score *= _ASIDE_PRIOR
         ranked.append(RankedFile(path, score))
     ranked.sort(key=lambda r: (-r.score, r.path))
     return ranked

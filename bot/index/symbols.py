@@ -64,18 +64,32 @@ class FileSymbols:
     parsed: bool = False  # True when tree-sitter read it, False for the plain fallback
 
     def to_json(self) -> dict:
+        # References are mostly the words with the same counts: keep only where they differ
+        # (0: a word that is never code), which halves what the cache holds and reads.
+        differ = {
+            name: self.references.get(name, 0)
+            for name, count in self.words.items()
+            if self.references.get(name, 0) != count
+        }
+        differ.update((n, c) for n, c in self.references.items() if n not in self.words)
         return {
             "d": [[d.name, d.kind, d.line, d.signature, d.parent] for d in self.definitions],
-            "r": dict(self.references),
             "w": dict(self.words),
+            "r": differ,
             "p": self.parsed,
         }
 
     @classmethod
     def from_json(cls, data: dict) -> FileSymbols:
+        references = Counter(data["w"])
+        for name, count in data["r"].items():
+            if count:
+                references[name] = count
+            else:
+                del references[name]
         return cls(
             [Definition(*d) for d in data["d"]],
-            Counter(data["r"]),
+            references,
             Counter(data["w"]),
             bool(data.get("p")),
         )
