@@ -560,3 +560,12 @@ async def test_the_last_indexes_are_kept_in_memory(mixed_repo, nimbus_git, tmp_p
     commit(mixed_repo, {"app/config.py": "def changed():\n    pass\n"})
     later = await build_index(mixed_repo, nimbus_git, cache, parallel=False)
     assert [d.name for d in later.files["app/config.py"].symbols.definitions] == ["changed"]
+
+
+async def test_a_tracked_file_missing_from_the_working_tree_is_left_out(
+    mixed_repo, nimbus_git, tmp_path
+):
+    (mixed_repo / "app" / "config.py").unlink()
+    index = await build_index(mixed_repo, nimbus_git, tmp_path / "index.sqlite3", parallel=False)
+    assert "app/config.py" not in index.files
+    assert index.skipped[selection.UNREADABLE] == 1

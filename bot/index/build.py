@@ -97,8 +97,12 @@ def read_file(clone: Path, path: str, language: str | None) -> dict[str, Any]:
     # Tracked paths never leave the clone, but a tracked directory may be replaced by a link.
     if not full.resolve().is_relative_to(clone.resolve()):
         return {"skip": selection.LINK}
-    with open(full, "rb") as handle:
-        data = handle.read(selection.MAX_FILE_BYTES + 1)
+    try:
+        with open(full, "rb") as handle:
+            data = handle.read(selection.MAX_FILE_BYTES + 1)
+    except OSError:
+        # Tracked but not in the working tree (a sparse checkout), or not a regular file.
+        return {"skip": selection.UNREADABLE}
     if len(data) > selection.MAX_FILE_BYTES:
         return {"skip": selection.TOO_LARGE}
     if selection.looks_binary(data):

@@ -19,6 +19,7 @@ LOCK = "lock file"
 TOO_LARGE = "over 1 MiB"
 BINARY = "binary"
 LINK = "symbolic link or submodule"
+UNREADABLE = "missing or unreadable"
 
 
 @dataclass(frozen=True)
