@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from fnmatch import fnmatch
+from functools import lru_cache
 from pathlib import PurePosixPath
 
 SOURCE, TEST, OTHER, GENERATED, VENDORED, LOCK = range(6)
@@ -84,6 +85,15 @@ def kind_of(path: str, head: str = "") -> int:
 
     `head` is the start of the file's text (or of its diff), where generators leave their mark.
     """
+    kind = _path_kind(path)
+    if kind in (SOURCE, TEST, OTHER) and head and is_generated_text(head):
+        return GENERATED
+    return kind
+
+
+@lru_cache(maxsize=65_536)
+def _path_kind(path: str) -> int:
+    """The kind the path alone tells (indexes ask again for the same paths: cached)."""
     pure = PurePosixPath(path)
     name = pure.name
     dirs = {part.lower() for part in pure.parts[:-1]}
@@ -92,8 +102,6 @@ def kind_of(path: str, head: str = "") -> int:
     if dirs & _VENDORED_DIRS:
         return VENDORED
     if dirs & _GENERATED_DIRS or any(fnmatch(name, g) for g in _GENERATED_GLOBS):
-        return GENERATED
-    if head and is_generated_text(head):
         return GENERATED
     if dirs & _TEST_DIRS or any(fnmatch(name, t) for t in _TEST_NAMES):
         return TEST

@@ -10,13 +10,12 @@ import logging
 import marshal
 import sqlite3
 import time
-import zlib
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 # Raise when symbols.py or what a file entry holds changes.
-VERSION = 4
+VERSION = 5
 # How long to keep asking while another task's index holds the database.
 _LOCKED_SECONDS = 30.0
 
@@ -37,12 +36,13 @@ CREATE TABLE IF NOT EXISTS commits (
 
 
 def _pack(value: Any) -> bytes:
-    # marshal: plain dicts, lists and strings only, and twice as fast to read back as JSON.
-    return zlib.compress(marshal.dumps(value), 1)
+    # marshal: plain dicts, lists and strings only, and twice as fast to read back as JSON;
+    # uncompressed, since reading an unchanged commit back is what must be quick.
+    return marshal.dumps(value)
 
 
 def _unpack(data: bytes) -> Any:
-    return marshal.loads(zlib.decompress(data))
+    return marshal.loads(data)
 
 
 log = logging.getLogger("nimbus.index")
@@ -109,7 +109,7 @@ class IndexCache:
             for blob, data in rows:
                 try:
                     found[blob] = _unpack(data)
-                except (zlib.error, ValueError, EOFError, TypeError):
+                except (ValueError, EOFError, TypeError):
                     continue  # a damaged entry is a miss: the file is read again
         return found
 
@@ -129,7 +129,7 @@ class IndexCache:
             return None
         try:
             return _unpack(row[0])
-        except (zlib.error, ValueError, EOFError, TypeError):
+        except (ValueError, EOFError, TypeError):
             return None
 
     def put_commit(self, sha: str, value: Any) -> None:

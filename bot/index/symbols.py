@@ -81,16 +81,18 @@ class FileSymbols:
 
     @classmethod
     def from_json(cls, data: dict) -> FileSymbols:
-        references = Counter(data["w"])
-        for name, count in data["r"].items():
+        words, differ = data["w"], data["r"]
+        references = Counter(words)
+        # dict's own methods: Counter's item deletion is Python code, this is the hot path.
+        for name, count in differ.items():
             if count:
-                references[name] = count
+                dict.__setitem__(references, name, count)
             else:
-                del references[name]
+                dict.pop(references, name, None)
         return cls(
             [Definition(*d) for d in data["d"]],
             references,
-            Counter(data["w"]),
+            Counter(words),
             bool(data.get("p")),
         )
 
