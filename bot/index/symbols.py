@@ -15,7 +15,9 @@ from bot.index.languages import PARSED, definitions_query, not_code_query, parse
 
 # A signature longer than this is cut: the map shows where a symbol is, not all of it.
 _SIGNATURE_CHARS = 160
-_IDENTIFIER = re.compile(rb"[A-Za-z_][A-Za-z0-9_]{2,}")
+# Over the source decoded as latin-1: one character per byte, so tree-sitter's byte offsets
+# index the text as they are, and ASCII identifiers read the same.
+_IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]{2,}")
 # Definitions in languages without a grammar here: keyword then name, at a line's start.
 _PLAIN_DEFINITION = re.compile(
     rb"^[ \t]*(?:(?:export|public|private|protected|static|async|pub|abstract|final)[ \t]+)*"
@@ -63,36 +65,42 @@ class FileSymbols:
     words: Counter[str] = field(default_factory=Counter)
     parsed: bool = False  # True when tree-sitter read it, False for the plain fallback
 
-    def to_json(self) -> dict:
-        # References are mostly the words with the same counts: keep only where they differ
-        # (0: a word that is never code), which halves what the cache holds and reads.
-        differ = {
-            name: self.references.get(name, 0)
-            for name, count in self.words.items()
-            if self.references.get(name, 0) != count
-        }
-        differ.update((n, c) for n, c in self.references.items() if n not in self.words)
-        return {
-            "d": [[d.name, d.kind, d.line, d.signature, d.parent] for d in self.definitions],
-            "w": dict(self.words),
-            "r": differ,
-            "p": self.parsed,
-        }
+    # Words whose count as a reference differs from their count as a word (0: never in code).
+    # References are mostly the words with the same counts, so the cache keeps only this.
+    differ: dict[str, int] = field(default_factory=dict)
 
     @classmethod
-    def from_json(cls, data: dict) -> FileSymbols:
-        words, differ = data["w"], data["r"]
+    def of(
+        cls,
+        definitions: list[Definition],
+        words: Counter[str],
+        differ: dict[str, int],
+        parsed: bool,
+    ) -> FileSymbols:
+        """Symbols from the words and how references differ from them."""
         references = Counter(words)
-        # dict's own methods: Counter's item deletion is Python code, this is the hot path.
+        # dict's own methods: Counter's item deletion is Python code, and this is a hot path.
         for name, count in differ.items():
             if count:
                 dict.__setitem__(references, name, count)
             else:
                 dict.pop(references, name, None)
-        return cls(
+        return cls(definitions, references, words, parsed, differ)
+
+    def to_json(self) -> dict:
+        return {
+            "d": [[d.name, d.kind, d.line, d.signature, d.parent] for d in self.definitions],
+            "w": dict(self.words),
+            "r": self.differ,
+            "p": self.parsed,
+        }
+
+    @classmethod
+    def from_json(cls, data: dict) -> FileSymbols:
+        return cls.of(
             [Definition(*d) for d in data["d"]],
-            references,
-            Counter(words),
+            Counter(data["w"]),
+            data["r"],
             bool(data.get("p")),
         )
 
@@ -163,16 +171,14 @@ def _parsed(language: str, source: bytes) -> FileSymbols:
     # References are the names used in code: every identifier of the file less those inside
     # comments and string literals, which tree-sitter finds (far fewer nodes than identifiers,
     # so this costs a fraction of walking every identifier node).
-    words = Counter(_IDENTIFIER.findall(source))
-    names = words.copy()
+    text = source.decode("latin-1")
+    words = Counter(_IDENTIFIER.findall(text))
+    not_code: list[str] = []
     for nodes in QueryCursor(not_code_query(language)).captures(tree.root_node).values():
         for node in nodes:
-            names.subtract(_IDENTIFIER.findall(source, node.start_byte, node.end_byte))
-    symbols.references = Counter(
-        {name.decode("ascii"): count for name, count in names.items() if count > 0}
-    )
-    symbols.words = Counter({name.decode("ascii"): count for name, count in words.items()})
-    return symbols
+            not_code += _IDENTIFIER.findall(text, node.start_byte, node.end_byte)
+    differ = {name: words[name] - count for name, count in Counter(not_code).items()}
+    return FileSymbols.of(symbols.definitions, words, differ, parsed=True)
 
 
 def _plain(source: bytes) -> FileSymbols:
@@ -188,9 +194,8 @@ def _plain(source: bytes) -> FileSymbols:
                 _signature(source, line_start),
             )
         )
-    symbols.references = Counter(m.decode("ascii") for m in _IDENTIFIER.findall(source))
-    symbols.words = symbols.references.copy()
-    return symbols
+    words = Counter(_IDENTIFIER.findall(source.decode("latin-1")))
+    return FileSymbols.of(symbols.definitions, words, {}, parsed=False)
 
 
 def extract(language: str | None, source: bytes) -> FileSymbols:
