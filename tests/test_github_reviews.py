@@ -133,3 +133,16 @@ async def test_a_push_is_reviewed_incrementally_without_repeating_comments(
     assert "+def multiply(a, b):" not in prompts[1]  # only what changed since the last review
     # The agent said the same thing on the same line twice: it is on the PR once.
     assert len(github.review_comments) == 1
+
+
+async def test_a_registered_repository_without_the_app_installed_is_404(reviewing):
+    store = reviewing.server.app.state.services.store
+    url = "https://github.com/octo-org/plain.git"
+    await store.add_repo(Repo(new_id("repo"), "ws-gh-1", url, None, now_us(), None))
+    response = await reviewing.server.client.post(
+        "/tasks/review/",
+        json={"pr_url": "https://github.com/octo-org/plain/pull/3"},
+        headers={"X-API-Key": KEY},
+    )
+    assert response.status_code == 404
+    assert "not installed on octo-org/plain" in response.json()["error"]

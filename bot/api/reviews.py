@@ -67,11 +67,16 @@ async def review_pr(request: Request) -> Response:
             f"{owner}/{name} on {host} is not a repository of your workspace; register it"
             " (POST /repos/) or install the GitHub App on it"
         )
-    if services.github is None or repo.github is None:
+    if services.github is None:
         raise ServiceUnavailable(
-            f"cannot fetch pull request #{number} of {owner}/{name}: it is not a repository of"
-            " a GitHub App installation on this server (NIMBUS_GITHUB_APP_ID and"
-            " NIMBUS_GITHUB_PRIVATE_KEY, then install the App on it)"
+            f"cannot fetch pull request #{number} of {owner}/{name}: this server has no GitHub"
+            " App (set NIMBUS_GITHUB_APP_ID and NIMBUS_GITHUB_PRIVATE_KEY, then install the App"
+            " on the repository)"
+        )
+    if repo.github is None:
+        raise NotFound(
+            f"the GitHub App is not installed on {owner}/{name}: install it on the repository"
+            " (GitHub: Settings → GitHub Apps), then ask again"
         )
     try:
         review = await review_pull_request(
