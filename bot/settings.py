@@ -70,7 +70,7 @@ class Settings:
     review_budget_tokens: int = 60_000
     review_chunk_tokens: int = 15_000
     review_max_files: int = 1_000
-    context_tokens: int = 2_048
+    context_tokens: int = 1_024
     log_level: str = "info"
 
     @property
@@ -157,7 +157,7 @@ class Settings:
             review_budget_tokens=r.int("NIMBUS_REVIEW_BUDGET_TOKENS", 60_000, minimum=1),
             review_chunk_tokens=r.int("NIMBUS_REVIEW_CHUNK_TOKENS", 15_000, minimum=1),
             review_max_files=r.int("NIMBUS_REVIEW_MAX_FILES", 1_000, minimum=1),
-            context_tokens=r.int("NIMBUS_CONTEXT_TOKENS", 2_048, minimum=64),
+            context_tokens=r.int("NIMBUS_CONTEXT_TOKENS", 1_024, minimum=64),
             github_api_url=(r.str("NIMBUS_GITHUB_API_URL") or "https://api.github.com").rstrip("/"),
             log_level=(r.str("NIMBUS_LOG_LEVEL") or "info").lower(),
         )
