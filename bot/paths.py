@@ -35,6 +35,10 @@ _VENDORED_DIRS = frozenset(
     {
         "vendor",
         "vendors",
+        "vendored",
+        "_vendor",
+        "extern",
+        "cextern",
         "third_party",
         "third-party",
         "thirdparty",

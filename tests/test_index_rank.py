@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from bot.index.build import RepoIndex, index_tree
-from bot.index.files import parse_ls_files
+from bot.index.files import parse_ls_files, parse_ls_tree
 from bot.index.rank import RankedFile, bm25, code_names, pagerank, query_terms, rank_files, terms_of
 from bot.index.repomap import estimate_tokens, render_map
 from tests.conftest import git
@@ -315,3 +315,20 @@ def test_ranked_paths_missing_from_the_index_are_passed_over(handlers):
     repo_map = render_map(handlers, ranked, "handler_19", 2_048)
     assert "api/deleted.py" not in repo_map
     assert repo_map.startswith("api/handlers.py:\n")
+
+
+def test_a_name_many_files_define_boosts_none_of_them(tmp_path):
+    files = {f"src/plugins/p{i}.py": "def handle(event):\n    pass\n" for i in range(12)}
+    files["src/report.py"] = "def render_report(rows):\n    return rows\n"
+    work = tmp_path / "many"
+    work.mkdir()
+    for path, text in files.items():
+        (work / path).parent.mkdir(parents=True, exist_ok=True)
+        (work / path).write_text(text)
+    git("init", "-q", cwd=work)
+    git("add", "-A", cwd=work)
+    git("commit", "-qm", "files", cwd=work)
+    tracked = parse_ls_tree(git("ls-tree", "-r", "-z", "HEAD", cwd=work))
+    index = index_tree(work, "c", tracked, set(), None, parallel=False)
+    ranked = rank_files(index, "The report is wrong when `handle()` runs")
+    assert ranked[0].path == "src/report.py"

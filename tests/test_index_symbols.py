@@ -522,3 +522,13 @@ def test_a_broken_file_still_yields_symbols(language, noise):
     sample = next(s for s in SAMPLES if s.language == language)
     symbols = extract(language, (sample.source + "".join(noise)).encode())
     assert symbols.parsed is True
+
+
+@pytest.mark.parametrize("language", ["javascript", "python", "java"])
+def test_a_string_escape_cutting_a_word_never_makes_a_negative_reference(language):
+    source = b'label = "\\u00cdndexs \\nfoo"\nother = label\n'
+    if language == "java":
+        source = b'class A { String label = "\\u00cdndexs \\nfoo"; String other = label; }\n'
+    symbols = extract(language, source)
+    assert all(count > 0 for count in symbols.references.values()), symbols.references
+    assert symbols.references["label"] >= 1

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 # Raise when symbols.py or what a file entry holds changes.
-VERSION = 6
+VERSION = 7
 # How long to keep asking while another task's index holds the database.
 _LOCKED_SECONDS = 30.0
 

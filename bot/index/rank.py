@@ -52,6 +52,10 @@ _CODE_NAME = re.compile(
     r"`([^`\n]+)`|\b([A-Za-z_][A-Za-z0-9_]*)\(|\b([A-Za-z_]\w*(?:\.[A-Za-z_]\w*)+)\b"
     r"|\b([A-Z][a-z0-9]+[A-Z]\w*|[a-z0-9]+_[a-z0-9_]+)\b"
 )
+# Extensions that name files, not attributes (`response.json` is code, `setup.py` is a file).
+_FILE_NAME = re.compile(
+    r"[\w./-]*\.(?:py|pyi|js|jsx|ts|tsx|go|rs|java|rb|cpp|md|rst|txt|cfg|ini|toml|ya?ml)"
+)
 _PATH_LIKE = re.compile(r"[\w./-]+\.[A-Za-z0-9]{1,5}\b|[\w-]+(?:/[\w.-]+)+")
 
 
@@ -79,6 +83,8 @@ def code_names(text: str) -> set[str]:
     names: set[str] = set()
     for match in _CODE_NAME.finditer(text):
         value = next(group for group in match.groups() if group)
+        if _FILE_NAME.fullmatch(value):
+            continue  # `test.py`, `index.rst`: a file, not a name in the code
         for part in re.split(r"[^A-Za-z0-9_]+", value):
             if len(part) > 2 and part.lower() not in _STOPWORDS:
                 names.add(part)
@@ -119,6 +125,10 @@ class RankedFile:
 
 
 def _documents(index: RepoIndex) -> dict[str, Counter[str]]:
+    """Each file's search terms, made once per index (every task ranks the same index)."""
+    cached = index.__dict__.get("_documents")
+    if cached is not None:
+        return cached
     docs: dict[str, Counter[str]] = {}
     for path, file in index.files.items():
         doc: Counter[str] = Counter()
@@ -132,6 +142,7 @@ def _documents(index: RepoIndex) -> dict[str, Counter[str]]:
             for term in terms_of(definition.name):
                 doc[term] += _DEFINITION_WEIGHT
         docs[path] = doc
+    index.__dict__["_documents"] = docs
     return docs
 
 
@@ -158,21 +169,27 @@ def bm25(docs: dict[str, Counter[str]], query: Counter[str]) -> dict[str, float]
     return scores
 
 
-def _edges(index: RepoIndex, mentioned: set[str]) -> dict[str, dict[str, float]]:
-    """referencer -> definer -> weight, over names defined in few enough files."""
+def _definers(index: RepoIndex) -> dict[str, set[str]]:
+    """The files defining each name (dunder names and names under three letters left out)."""
     definers: dict[str, set[str]] = defaultdict(set)
     for path, file in index.files.items():
         for definition in file.symbols.definitions:
             name = definition.name
             if len(name) > 2 and not (name.startswith("__") and name.endswith("__")):
                 definers[name].add(path)
+    return definers
+
+
+def _edges(index: RepoIndex, mentioned: set[str]) -> dict[str, dict[str, float]]:
+    """referencer -> definer -> weight, over names defined in few enough files."""
+    definers = _definers(index)
     edges: dict[str, dict[str, float]] = defaultdict(lambda: defaultdict(float))
     for path, file in index.files.items():
         for name, count in file.symbols.references.items():
             targets = definers.get(name)
             if not targets or len(targets) > _MAX_DEFINERS:
                 continue
-            weight = math.sqrt(count) / len(targets)
+            weight = math.sqrt(max(count, 0)) / len(targets)
             if name in mentioned:
                 weight *= 10
             if name.startswith("_"):
@@ -231,9 +248,12 @@ def rank_files(index: RepoIndex, task: str) -> list[RankedFile]:
     lexical = _normalised(bm25(_documents(index), query_terms(task)))
     mentioned_paths = _mentioned_paths(task, files)
     personal = dict(lexical)
+    definers = _definers(index)
+    # A name many files define (`test`, `args`) points at none of them.
+    telling = {name for name in names if 0 < len(definers.get(name, ())) <= _MAX_DEFINERS}
     for path in files:
         defined = {d.name for d in index.files[path].symbols.definitions}
-        if path in mentioned_paths or defined & names:
+        if path in mentioned_paths or defined & telling:
             personal[path] = personal.get(path, 0.0) + _MENTION_BOOST
     graph = _normalised(pagerank(files, _edges(index, names), personal))
     ranked = []

@@ -177,7 +177,13 @@ def _parsed(language: str, source: bytes) -> FileSymbols:
     for nodes in QueryCursor(not_code_query(language)).captures(tree.root_node).values():
         for node in nodes:
             not_code += _IDENTIFIER.findall(text, node.start_byte, node.end_byte)
-    differ = {name: words[name] - count for name, count in Counter(not_code).items()}
+    # A fragment of a string can cut a word (`"\\u00cdndex"` holds `ndex`): only whole words
+    # of the file count, and never below zero.
+    differ = {
+        name: max(words[name] - count, 0)
+        for name, count in Counter(not_code).items()
+        if name in words
+    }
     return FileSymbols.of(symbols.definitions, words, differ, parsed=True)
 
 
