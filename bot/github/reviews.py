@@ -206,7 +206,10 @@ async def review_pull_request(
     review = _Review(services, pr, f"review-{full_name.replace('/', '-')}-{number}")
     outcomes: list[dict[str, Any] | AgentError] = []
     if scope.chunks:
-        with tempfile.TemporaryDirectory(prefix="nimbus-review-") as scratch:
+        # In the data folder, like tasks' clones: where the operator put room for repositories.
+        reviews_dir = settings.data_dir / "reviews"
+        reviews_dir.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(prefix="review-", dir=reviews_dir) as scratch:
             workdir = Path(scratch) / "repo"
             await services.forges.for_repo(repo).checkout_commit(repo, head, workdir)
             outcomes = await review.chunks(scope.chunks, workdir, Path(scratch))

@@ -189,8 +189,11 @@ def _parsed(language: str, source: bytes) -> FileSymbols:
 
 def _plain(source: bytes) -> FileSymbols:
     symbols = FileSymbols()
+    # Lines counted from the previous match on, not from the start each time.
+    line, counted_to = 1, 0
     for match in _PLAIN_DEFINITION.finditer(source):
-        line = source.count(b"\n", 0, match.start()) + 1
+        line += source.count(b"\n", counted_to, match.start())
+        counted_to = match.start()
         line_start = source.rfind(b"\n", 0, match.start()) + 1
         symbols.definitions.append(
             Definition(
