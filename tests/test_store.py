@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import sqlite3
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -436,6 +437,27 @@ async def test_recording_a_delivery_twice_is_false_the_second_time(store):
     assert await store.record_delivery("d-1", "issue_comment", b"{}") is True
     assert await store.record_delivery("d-1", "issue_comment", b"{}") is False
     assert await store.record_delivery("d-2", "issue_comment", b"{}") is True
+
+
+async def test_deliveries_arriving_together_are_stored_once_each(store):
+    ids = [f"d-{i % 40}" for i in range(100)]  # 40 deliveries, most of them sent again at once
+    results = await asyncio.gather(
+        *(store.record_delivery(d, "issue_comment", d.encode()) for d in ids)
+    )
+    assert sum(results) == 40
+    assert {d for d, new in zip(ids, results, strict=True) if new} == set(ids)
+    claimed = []
+    while found := await store.claim_delivery("w", time.time() + 60, time.time()):
+        claimed.append(found)
+        await store.finish_delivery(found[0], "boom" if found[0] == "d-7" else None)
+    assert sorted(d for d, _, _ in claimed) == sorted(set(ids))
+    assert all(payload == d.encode() for d, _, payload in claimed)
+    # Redelivered: the one that failed is taken again, the ones that succeeded are not.
+    again = await asyncio.gather(
+        store.record_delivery("d-7", "issue_comment", b"x"),
+        store.record_delivery("d-8", "issue_comment", b"x"),
+    )
+    assert again == [True, False]
 
 
 async def test_ensure_workspace_is_idempotent(store):

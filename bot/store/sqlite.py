@@ -625,7 +625,7 @@ class SqliteStore:
             batch, self._deliveries = self._deliveries, []
 
             async def work(conn: aiosqlite.Connection, batch: list = batch) -> list[bool]:
-                return [await self._insert_delivery(conn, *item[:3]) for item in batch]
+                return await self._insert_deliveries(conn, [item[:3] for item in batch])
 
             try:
                 results = await self._write(work)
@@ -636,23 +636,46 @@ class SqliteStore:
             for (*_, stored), result in zip(batch, results, strict=True):
                 stored.set_result(result)
 
-    @staticmethod
-    async def _insert_delivery(
-        conn: aiosqlite.Connection, delivery_id: str, event: str, payload: bytes
-    ) -> bool:
-        # A delivery whose processing failed is taken again when GitHub redelivers it; one
-        # that is pending or succeeded is left alone.
-        cur = await conn.execute(
-            "INSERT INTO webhook_deliveries (delivery_id, event, received_us)"
-            " VALUES (?, ?, ?) ON CONFLICT (delivery_id) DO UPDATE SET"
-            " received_us = excluded.received_us, processed_us = NULL, error = NULL"
-            " WHERE webhook_deliveries.error IS NOT NULL",
-            (delivery_id, event, now_us()),
-        )
-        if cur.rowcount != 1:
-            return False
-        await conn.execute(
-            "INSERT OR REPLACE INTO webhook_payloads (delivery_id, payload) VALUES (?, ?)",
-            (delivery_id, payload),
-        )
-        return True
+    async def _insert_deliveries(
+        self, conn: aiosqlite.Connection, batch: list[tuple[str, str, bytes]]
+    ) -> list[bool]:
+        """Store a batch in a few statements whatever its size; True for each delivery taken.
+
+        A delivery whose processing failed is taken again when GitHub redelivers it; one that
+        is pending or succeeded is left alone. Each statement is a round trip to the database
+        thread, so the batch is read and written whole rather than one delivery at a time.
+        """
+        ids = list(dict.fromkeys(delivery_id for delivery_id, _, _ in batch))
+        known: dict[str, str | None] = {}
+        for start in range(0, len(ids), 500):
+            part = ids[start : start + 500]
+            rows = await self._fetchall(
+                "SELECT delivery_id, error FROM webhook_deliveries"
+                f" WHERE delivery_id IN ({','.join('?' * len(part))})",
+                part,
+                conn,
+            )
+            known.update((row["delivery_id"], row["error"]) for row in rows)
+        taken: dict[str, tuple[str, bytes]] = {}
+        results = []
+        for delivery_id, event, payload in batch:
+            again = delivery_id in known and known[delivery_id] is None
+            if delivery_id in taken or again:
+                results.append(False)
+                continue
+            taken[delivery_id] = (event, payload)
+            results.append(True)
+        if taken:
+            received = now_us()
+            await conn.executemany(
+                "INSERT INTO webhook_deliveries (delivery_id, event, received_us)"
+                " VALUES (?, ?, ?) ON CONFLICT (delivery_id) DO UPDATE SET"
+                " received_us = excluded.received_us, processed_us = NULL, error = NULL"
+                " WHERE webhook_deliveries.error IS NOT NULL",
+                [(delivery_id, event, received) for delivery_id, (event, _) in taken.items()],
+            )
+            await conn.executemany(
+                "INSERT OR REPLACE INTO webhook_payloads (delivery_id, payload) VALUES (?, ?)",
+                [(delivery_id, payload) for delivery_id, (_, payload) in taken.items()],
+            )
+        return results
