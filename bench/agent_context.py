@@ -30,7 +30,6 @@ import logging
 import os
 import platform
 import re
-import shutil
 import statistics
 import subprocess
 import sys
@@ -50,6 +49,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from app import create_app  # noqa: E402
+from bench.common import BenchError, cpu_model, give_up, leave_scratch  # noqa: E402
 from bot.cli import _listen  # noqa: E402
 from bot.inventory import take_inventory  # noqa: E402
 from bot.settings import Settings  # noqa: E402
@@ -64,10 +64,6 @@ PHASES = ("plan", "implement", "fix", "review")
 SYSTEM_PHASE = re.compile(r"This is the (\w+) phase of a task")
 NUMBERED_LINE = re.compile(r"^\s*(\d+)\| (.*)$")
 HUNK = re.compile(r"^@@ -\d+(?:,\d+)? \+(\d+)(?:,\d+)? @@")
-
-
-class BenchError(Exception):
-    """The benchmark cannot go on; the message says why."""
 
 
 # ---------------------------------------------------------------------------------------------
@@ -716,12 +712,7 @@ def machine_info() -> list[str]:
             return done.stdout.strip()
         return "?"
 
-    cpu = "?"
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
+    cpu = cpu_model()
     head = out("git", "rev-parse", "--short", "HEAD")
     dirty = " (uncommitted changes)" if out("git", "status", "--porcelain") else ""
     return [
@@ -992,13 +983,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"Total benchmark time: {time.perf_counter() - started:.1f} s")
         return 1 if problems else 0
     except BenchError as exc:
-        print(f"\nBENCHMARK FAILED: {exc}", file=sys.stderr)
-        return 1
+        return give_up(exc)
     finally:
-        if args.keep:
-            print(f"kept {root}", file=sys.stderr)
-        else:
-            shutil.rmtree(root, ignore_errors=True)
+        leave_scratch(root, args.keep)
 
 
 if __name__ == "__main__":

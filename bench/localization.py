@@ -53,6 +53,7 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from bench.common import BenchError, cpu_model, give_up, leave_scratch  # noqa: E402
 from bot.index import build, rank  # noqa: E402
 from bot.index.files import TrackedFile, parse_ls_tree  # noqa: E402
 
@@ -69,10 +70,6 @@ LATER_COMMITS = 10
 GIT_TIMEOUT = 300
 # Git as Nimbus runs it on a clone (bot/git.py `_SAFE`).
 SAFE = ("-c", "core.hooksPath=/dev/null", "-c", "core.fsmonitor=false")
-
-
-class BenchError(Exception):
-    """The benchmark cannot go on; the message says why."""
 
 
 @dataclass(frozen=True)
@@ -584,12 +581,7 @@ def machine_info() -> list[str]:
             return done.stdout.strip()
         return "?"
 
-    cpu = "?"
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
+    cpu = cpu_model()
     head = out("git", "rev-parse", "--short", "HEAD")
     dirty = " (uncommitted changes)" if out("git", "status", "--porcelain") else ""
     return [
@@ -698,14 +690,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"\nTotal benchmark time: {time.perf_counter() - started:.1f} s")
         return 1 if crashed else 0
     except BenchError as exc:
-        print(f"\nBENCHMARK FAILED: {exc}", file=sys.stderr)
-        return 1
+        return give_up(exc)
     finally:
         build.close_pool()
-        if args.keep:
-            print(f"kept {root}", file=sys.stderr)
-        else:
-            shutil.rmtree(root, ignore_errors=True)
+        leave_scratch(root, args.keep)
 
 
 if __name__ == "__main__":

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import itertools
 import json
 import logging
@@ -43,6 +42,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from app import create_app  # noqa: E402
+from bench.common import BenchError, cpu_model, give_up, leave_scratch  # noqa: E402
 from bot.cli import _listen  # noqa: E402
 from bot.settings import Settings  # noqa: E402
 
@@ -72,10 +72,6 @@ REPO_FILES = {
     "CHANGES.txt": "changes:\n",
     ".github/nimbus.yml": 'test_command: "true"\n',
 }
-
-
-class BenchError(Exception):
-    """The benchmark cannot go on; the message says why."""
 
 
 # ---------------------------------------------------------------------------------------------
@@ -612,12 +608,7 @@ async def nimbus_round(srv: Running, fx: Fixture, n: int, timeout: float) -> Rou
 def machine_info() -> list[str]:
     nproc = subprocess.run(["nproc"], capture_output=True, text=True).stdout.strip()
     git = subprocess.run(["git", "--version"], capture_output=True, text=True).stdout.strip()
-    cpu = ""
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
+    cpu = cpu_model()
     return [
         f"machine: nproc={nproc} (os.cpu_count()={os.cpu_count()}) {cpu};"
         f" {platform.system()} {platform.release()} {platform.machine()}",
@@ -923,13 +914,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"Total benchmark time: {time.perf_counter() - started:.1f} s")
         return 1 if args.strict and not clean else 0
     except BenchError as exc:
-        print(f"\nBENCHMARK FAILED: {exc}", file=sys.stderr)
-        return 1
+        return give_up(exc)
     finally:
-        if args.keep:
-            print(f"kept {root}", file=sys.stderr)
-        else:
-            shutil.rmtree(root, ignore_errors=True)
+        leave_scratch(root, args.keep)
 
 
 if __name__ == "__main__":

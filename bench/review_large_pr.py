@@ -36,7 +36,6 @@ import os
 import platform
 import random
 import re
-import shutil
 import statistics
 import subprocess
 import sys
@@ -57,6 +56,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from app import create_app  # noqa: E402
+from bench.common import BenchError, cpu_model, give_up, leave_scratch  # noqa: E402
 from bot.cli import _listen  # noqa: E402
 from bot.github.anchors import PrFile  # noqa: E402
 from bot.github.review_scope import (  # noqa: E402
@@ -91,10 +91,6 @@ REASONS = (
     (NO_PATCH, "no diff"),
 )
 HUNK = re.compile(r"^@@ -\d+(?:,\d+)? \+(\d+)(?:,\d+)? @@")
-
-
-class BenchError(Exception):
-    """The benchmark cannot go on; the message says why."""
 
 
 @dataclass(frozen=True)
@@ -903,12 +899,7 @@ def machine_info() -> list[str]:
             return subprocess.run(argv, capture_output=True, text=True, timeout=10).stdout.strip()
         return "?"
 
-    cpu = "?"
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
+    cpu = cpu_model()
     return [
         f"machine: nproc={out('nproc')} (os.cpu_count()={os.cpu_count()}) {cpu};"
         f" {platform.system()} {platform.release()} {platform.machine()}",
@@ -1175,13 +1166,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"Total benchmark time: {time.perf_counter() - started:.1f} s")
         return 1 if problems else 0
     except BenchError as exc:
-        print(f"\nBENCHMARK FAILED: {exc}", file=sys.stderr)
-        return 1
+        return give_up(exc)
     finally:
-        if args.keep:
-            print(f"kept {root}", file=sys.stderr)
-        else:
-            shutil.rmtree(root, ignore_errors=True)
+        leave_scratch(root, args.keep)
 
 
 if __name__ == "__main__":

@@ -49,7 +49,6 @@ import math
 import os
 import platform
 import re
-import shutil
 import signal
 import sqlite3
 import statistics
@@ -70,6 +69,10 @@ import starlette
 import uvicorn
 
 ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+from bench.common import BenchError, cpu_model, give_up, leave_scratch  # noqa: E402
+
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "github"
 EXAMPLES = SHARED / "webhooks" / "payload-examples" / "api.github.com"
 PAYLOAD = EXAMPLES / "issue_comment" / "created.payload.json"
@@ -121,10 +124,6 @@ server = uvicorn.Server(config)
 print(f"Ceiling listening on http://{host}:{port}", flush=True)
 asyncio.run(server.serve(sockets=[sock]))
 """
-
-
-class BenchError(Exception):
-    """The benchmark cannot go on; the message says why."""
 
 
 def progress(message: str) -> None:
@@ -556,12 +555,7 @@ def has(module: str) -> bool:
 
 
 def machine_info(args: argparse.Namespace) -> list[str]:
-    cpu = ""
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
+    cpu = cpu_model()
     nproc = subprocess.run(["nproc"], capture_output=True, text=True).stdout.strip()
     load = " ".join(f"{x:.2f}" for x in os.getloadavg())
     http = "httptools" if has("httptools") else "h11"
@@ -1039,13 +1033,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         return 0
     except BenchError as exc:
-        print(f"\nBENCHMARK FAILED: {exc}", file=sys.stderr)
-        return 1
+        return give_up(exc)
     finally:
-        if args.keep:
-            print(f"kept {root}", file=sys.stderr)
-        else:
-            shutil.rmtree(root, ignore_errors=True)
+        leave_scratch(root, args.keep)
 
 
 if __name__ == "__main__":
