@@ -28,21 +28,18 @@ import os
 import re
 import subprocess
 import tempfile
-import time
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
-import uvicorn
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from bot.cli import _listen
-from tests.fakes.models import _Uvicorn
+from tests.fakes.models import _Uvicorn, serve_on_loopback, stop_serving
 
 METHODS = ["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD"]
 S = TypeVar("S", bound="LoopbackServer")
@@ -61,33 +58,14 @@ class LoopbackServer:
 
     async def start(self) -> str:
         """Serve; returns the base URL."""
-        config = uvicorn.Config(
-            self._app(),
-            log_level="warning",
-            access_log=False,
-            lifespan="off",
-            http="h11",
-            proxy_headers=False,
-            ws="none",
+        self._server, self._job, self.url = await serve_on_loopback(
+            self._app(), type(self).__name__
         )
-        self._server = _Uvicorn(config)
-        sock = _listen("127.0.0.1", 0)
-        port = sock.getsockname()[1]
-        self._job = asyncio.create_task(self._server.serve(sockets=[sock]))
-        deadline = time.monotonic() + 10
-        while not self._server.started:
-            if self._job.done():
-                self._job.result()
-            assert time.monotonic() < deadline, f"{type(self).__name__} did not start"
-            await asyncio.sleep(0.01)
-        self.url = f"http://127.0.0.1:{port}"
         return self.url
 
     async def stop(self) -> None:
         """Shut the server down."""
-        if self._server is not None and self._job is not None:
-            self._server.stopping.set()
-            await asyncio.wait_for(self._job, 10)
+        await stop_serving(self._server, self._job)
 
 
 @asynccontextmanager

@@ -167,6 +167,38 @@ class _Uvicorn(uvicorn.Server):
             await asyncio.sleep(0.002)
 
 
+async def serve_on_loopback(app: Any, what: str) -> tuple[_Uvicorn, asyncio.Task[None], str]:
+    """Serve an ASGI app on a free 127.0.0.1 port: the server, its task and its base URL."""
+    config = uvicorn.Config(
+        app,
+        log_level="warning",
+        access_log=False,
+        lifespan="off",
+        http="h11",
+        interface="asgi3",
+        proxy_headers=False,
+        ws="none",
+    )
+    server = _Uvicorn(config)
+    sock = _listen("127.0.0.1", 0)
+    port = sock.getsockname()[1]
+    job = asyncio.create_task(server.serve(sockets=[sock]))
+    deadline = time.monotonic() + 10
+    while not server.started:
+        if job.done():
+            job.result()
+        assert time.monotonic() < deadline, f"{what} did not start"
+        await asyncio.sleep(0.01)
+    return server, job, f"http://127.0.0.1:{port}"
+
+
+async def stop_serving(server: _Uvicorn | None, job: asyncio.Task[None] | None) -> None:
+    """Shut down what `serve_on_loopback` started (nothing if it never started)."""
+    if server is not None and job is not None:
+        server.stopping.set()
+        await asyncio.wait_for(job, 10)
+
+
 class FakeModelServer:
     """What both fakes share: the server, the script, the records; subclasses speak the wire."""
 
@@ -197,35 +229,14 @@ class FakeModelServer:
     async def start(self) -> str:
         """Serve on a free loopback port; returns the base URL a client is configured with."""
         self._closing = asyncio.Event()
-        config = uvicorn.Config(
-            self._app,
-            log_level="warning",
-            access_log=False,
-            lifespan="off",
-            http="h11",
-            interface="asgi3",
-            proxy_headers=False,
-            ws="none",
-        )
-        self._server = _Uvicorn(config)
-        sock = _listen("127.0.0.1", 0)
-        port = sock.getsockname()[1]
-        self._job = asyncio.create_task(self._server.serve(sockets=[sock]))
-        deadline = time.monotonic() + 10
-        while not self._server.started:
-            if self._job.done():
-                self._job.result()
-            assert time.monotonic() < deadline, "fake model server did not start"
-            await asyncio.sleep(0.01)
-        self.url = self._base_url(f"http://127.0.0.1:{port}")
+        self._server, self._job, root = await serve_on_loopback(self._app, "fake model server")
+        self.url = self._base_url(root)
         return self.url
 
     async def stop(self) -> None:
         """Release hanging requests and shut the server down."""
         self._closing.set()
-        if self._server is not None and self._job is not None:
-            self._server.stopping.set()
-            await asyncio.wait_for(self._job, 10)
+        await stop_serving(self._server, self._job)
 
     async def _app(
         self, scope: JSON, receive: Callable[..., Any], send: Callable[..., Any]
