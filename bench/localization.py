@@ -33,7 +33,9 @@ temporary folder with `git clone --shared --no-checkout`, then checked out commi
 from __future__ import annotations
 
 import argparse
+import asyncio
 import contextlib
+import functools
 import json
 import os
 import platform
@@ -54,8 +56,10 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from bench.common import BenchError, cpu_model, give_up, leave_scratch  # noqa: E402
+from bot.git import Git  # noqa: E402
 from bot.index import build, rank  # noqa: E402
-from bot.index.files import TrackedFile, parse_ls_tree  # noqa: E402
+from bot.redact import Redactor  # noqa: E402
+from bot.runner import Runner  # noqa: E402
 
 DATA = ROOT.parent / "shared" / "bench" / "swebench-lite-localization.jsonl"
 MIRROR_HINT = "git clone --mirror https://github.com/<owner>/<name> DIR/<owner>/<name>.git"
@@ -176,26 +180,19 @@ def checkout(work: Path, commit: str) -> None:
     git("clean", "-q", "-f", "-d", "-x", cwd=work)
 
 
-def tracked_files(work: Path, commit: str) -> tuple[list[TrackedFile], set[str]]:
-    """What build_index asks git for: the commit's files and those .nimbusignore leaves out."""
-    tracked = parse_ls_tree(git("ls-tree", "-r", "-z", "--full-tree", commit, cwd=work))
-    ignored: set[str] = set()
-    if any(Path(f.path).name == ".nimbusignore" for f in tracked):
-        found = git(
-            "ls-files",
-            "-z",
-            "--cached",
-            "--ignored",
-            "--exclude-per-directory=.nimbusignore",
-            cwd=work,
-        )
-        ignored = {path for path in found.split("\0") if path}
-    return tracked, ignored
+@functools.cache
+def product_git() -> Git:
+    """Git as Nimbus runs it (its runner, hooks off), with a home of its own for the run."""
+    home = Path(tempfile.mkdtemp(prefix="nimbus-bench-git-home-"))
+    return Git(Runner(), Redactor(), home=home, timeout=300, author="Bench <bench@localhost>")
 
 
 def index_at(work: Path, commit: str, cache: Path, *, parallel: bool = True) -> build.RepoIndex:
-    tracked, ignored = tracked_files(work, commit)
-    return build.index_tree(work, commit, tracked, ignored, cache, parallel=parallel)
+    """The index of the checked-out `commit` exactly as INDEXING builds it (build_index)."""
+    index = asyncio.run(build.build_index(work, product_git(), cache, parallel=parallel))
+    if index.commit != commit:
+        raise BenchError(f"{work.name} is at {index.commit[:12]}, not at {commit[:12]}")
+    return index
 
 
 def baseline_ranking(index: build.RepoIndex, text: str) -> list[str]:

@@ -273,7 +273,7 @@ async def test_a_changed_nimbusignore_changes_what_is_left_out(mixed_repo, nimbu
 async def test_entries_of_another_extractor_version_are_not_used(mixed_repo, nimbus_git, tmp_path):
     cache = tmp_path / "index.sqlite3"
     first = await build_index(mixed_repo, nimbus_git, cache, parallel=False)
-    tracked = selection.parse_ls_files(git("ls-files", "--stage", "-z", cwd=mixed_repo))
+    tracked = selection.parse_ls_tree(git("ls-tree", "-r", "-z", "HEAD", cwd=mixed_repo))
     # Entries are kept by blob and language.
     blob_of = {f.path: f"{f.blob}:python" for f in tracked}
     with sqlite3.connect(cache) as db:
@@ -475,7 +475,7 @@ async def test_the_event_loop_keeps_running_while_files_are_read(tmp_path, nimbu
 def test_index_tree_reads_the_listing_it_is_given(tmp_path):
     work = tmp_path / "repo"
     head = commit(work, {"a.py": "def alpha():\n    pass\n", "b.go": "package b\n"})
-    tracked = selection.parse_ls_files(git("ls-files", "--stage", "-z", cwd=work))
+    tracked = selection.parse_ls_tree(git("ls-tree", "-r", "-z", "HEAD", cwd=work))
     index = index_tree(work, head, tracked, {"b.go"}, None, parallel=False)
     assert set(index.files) == {"a.py"}
     assert index.skipped == Counter({selection.IGNORED: 1})
@@ -486,7 +486,7 @@ def test_index_tree_reads_the_listing_it_is_given(tmp_path):
 def test_ls_files_entries_are_parsed_with_odd_paths(tmp_path):
     work = tmp_path / "repo"
     commit(work, {"with space/tab\there.py": "X = 1\n", "ünï.py": "Y = 2\n"})
-    tracked = selection.parse_ls_files(git("ls-files", "--stage", "-z", cwd=work))
+    tracked = selection.parse_ls_tree(git("ls-tree", "-r", "-z", "HEAD", cwd=work))
     assert sorted(f.path for f in tracked) == ["with space/tab\there.py", "ünï.py"]
     assert {f.mode for f in tracked} == {"100644"}
     assert all(len(f.blob) == 40 for f in tracked)

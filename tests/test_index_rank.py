@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from bot.index.build import RepoIndex, index_tree
-from bot.index.files import parse_ls_files, parse_ls_tree
+from bot.index.files import parse_ls_tree
 from bot.index.rank import RankedFile, bm25, code_names, pagerank, query_terms, rank_files, terms_of
 from bot.index.repomap import estimate_tokens, render_map
 from tests.conftest import git
@@ -82,7 +82,7 @@ def indexed(work: Path, files: dict[str, str]) -> RepoIndex:
     git("init", "-q", "-b", "main", cwd=work)
     git("add", "-A", cwd=work)
     git("commit", "-q", "-m", "initial", cwd=work)
-    tracked = parse_ls_files(git("ls-files", "--stage", "-z", cwd=work))
+    tracked = parse_ls_tree(git("ls-tree", "-r", "-z", "HEAD", cwd=work))
     head = git("rev-parse", "HEAD", cwd=work)
     return index_tree(work, head, tracked, set(), None, parallel=False)
 

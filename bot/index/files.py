@@ -24,23 +24,11 @@ UNREADABLE = "missing or unreadable"
 
 @dataclass(frozen=True)
 class TrackedFile:
-    """One entry of `git ls-files --stage`: the path and its blob."""
+    """One entry of a commit's tree (`git ls-tree -r`): the path, its blob and mode."""
 
     path: str
     blob: str
     mode: str
-
-
-def parse_ls_files(output: str) -> list[TrackedFile]:
-    """Entries of `git ls-files --stage -z` (`<mode> <blob> <stage>\\t<path>`, NUL-separated)."""
-    found = []
-    for record in output.split("\0"):
-        if not record:
-            continue
-        meta, _, path = record.partition("\t")
-        mode, blob, _stage = meta.split(" ")
-        found.append(TrackedFile(path, blob, mode))
-    return found
 
 
 # Kinds of files that are never text: not even opened.
