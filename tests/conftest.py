@@ -60,6 +60,17 @@ def git(*args: str, cwd: Path) -> str:
     return done.stdout.strip()
 
 
+def new_repository(work: Path, files: dict[str, str]) -> None:
+    """A git repository at `work` whose one commit holds `files`, on branch main."""
+    for name, text in files.items():
+        path = work / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+    git("init", "-q", "-b", "main", cwd=work)
+    git("add", "-A", cwd=work)
+    git("commit", "-q", "-m", "initial", cwd=work)
+
+
 def make_repo(
     root: Path,
     *,
@@ -79,13 +90,7 @@ def make_repo(
         **({".github/nimbus.yml": config} if config is not None else {}),
         **(files or {}),
     }
-    for name, text in contents.items():
-        path = work / name
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(text)
-    git("init", "-q", "-b", "main", cwd=work)
-    git("add", "-A", cwd=work)
-    git("commit", "-q", "-m", "initial", cwd=work)
+    new_repository(work, contents)
     bare = root / "remote.git"
     git("clone", "-q", "--bare", str(work), str(bare), cwd=root)
     return bare

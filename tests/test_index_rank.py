@@ -14,7 +14,7 @@ from bot.index.build import RepoIndex, index_tree
 from bot.index.files import parse_ls_tree
 from bot.index.rank import RankedFile, bm25, code_names, pagerank, query_terms, rank_files, terms_of
 from bot.index.repomap import estimate_tokens, render_map
-from tests.conftest import git
+from tests.conftest import git, new_repository
 
 SHOP = {
     "shop/__init__.py": "",
@@ -75,13 +75,7 @@ def test_refund_payment_posts_a_refund():
 
 def indexed(work: Path, files: dict[str, str]) -> RepoIndex:
     """Commit `files` in a new repository at `work` and index it (no cache)."""
-    for name, text in files.items():
-        path = work / name
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(text)
-    git("init", "-q", "-b", "main", cwd=work)
-    git("add", "-A", cwd=work)
-    git("commit", "-q", "-m", "initial", cwd=work)
+    new_repository(work, files)
     tracked = parse_ls_tree(git("ls-tree", "-r", "-z", "HEAD", cwd=work))
     head = git("rev-parse", "HEAD", cwd=work)
     return index_tree(work, head, tracked, set(), None, parallel=False)
@@ -320,15 +314,6 @@ def test_ranked_paths_missing_from_the_index_are_passed_over(handlers):
 def test_a_name_many_files_define_boosts_none_of_them(tmp_path):
     files = {f"src/plugins/p{i}.py": "def handle(event):\n    pass\n" for i in range(12)}
     files["src/report.py"] = "def render_report(rows):\n    return rows\n"
-    work = tmp_path / "many"
-    work.mkdir()
-    for path, text in files.items():
-        (work / path).parent.mkdir(parents=True, exist_ok=True)
-        (work / path).write_text(text)
-    git("init", "-q", cwd=work)
-    git("add", "-A", cwd=work)
-    git("commit", "-qm", "files", cwd=work)
-    tracked = parse_ls_tree(git("ls-tree", "-r", "-z", "HEAD", cwd=work))
-    index = index_tree(work, "c", tracked, set(), None, parallel=False)
+    index = indexed(tmp_path / "many", files)
     ranked = rank_files(index, "The report is wrong when `handle()` runs")
     assert ranked[0].path == "src/report.py"
