@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import shutil
 import tempfile
 from dataclasses import replace
 from pathlib import Path
@@ -24,6 +25,12 @@ _COMPARE_MAX_FILES = 300
 # Chunks reviewed at once: enough to keep a large review's wall time down, few enough that one
 # review does not take all of a provider's rate limit.
 CONCURRENCY = 3
+
+
+def _scratch_folder(parent: Path) -> Path:
+    """A new folder for one review, in the data folder like tasks' clones."""
+    parent.mkdir(parents=True, exist_ok=True)
+    return Path(tempfile.mkdtemp(prefix="review-", dir=parent))
 
 
 class ReviewSkipped(NimbusError):
@@ -206,13 +213,14 @@ async def review_pull_request(
     review = _Review(services, pr, f"review-{full_name.replace('/', '-')}-{number}")
     outcomes: list[dict[str, Any] | AgentError] = []
     if scope.chunks:
-        # In the data folder, like tasks' clones: where the operator put room for repositories.
-        reviews_dir = settings.data_dir / "reviews"
-        reviews_dir.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryDirectory(prefix="review-", dir=reviews_dir) as scratch:
-            workdir = Path(scratch) / "repo"
+        scratch = await asyncio.to_thread(_scratch_folder, settings.data_dir / "reviews")
+        try:
+            workdir = scratch / "repo"
             await services.forges.for_repo(repo).checkout_commit(repo, head, workdir)
-            outcomes = await review.chunks(scope.chunks, workdir, Path(scratch))
+            outcomes = await review.chunks(scope.chunks, workdir, scratch)
+        finally:
+            # A checkout of a large repository takes a while to delete: off the event loop.
+            await asyncio.to_thread(shutil.rmtree, scratch, True)
     summaries, findings, left_out = _merged(scope, outcomes)
     redactor = services.events.redactor
     # What goes on the PR passes the redactor, like every event: agents' errors are quoted in it.
