@@ -56,6 +56,9 @@ class RepoIndex:
     read: int = 0  # files read and parsed this time
     reused: int = 0  # files whose symbols came from the cache
     seconds: float = 0.0
+    # Each file's search terms, made by the ranking on first use and kept with the index
+    # (tasks on a commit indexed moments ago rank the same index again).
+    search_terms: dict[str, Counter[str]] | None = field(default=None, repr=False, compare=False)
 
     @property
     def languages(self) -> Counter[str]:

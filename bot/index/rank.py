@@ -126,9 +126,8 @@ class RankedFile:
 
 def _documents(index: RepoIndex) -> dict[str, Counter[str]]:
     """Each file's search terms, made once per index (every task ranks the same index)."""
-    cached = index.__dict__.get("_documents")
-    if cached is not None:
-        return cached
+    if index.search_terms is not None:
+        return index.search_terms
     docs: dict[str, Counter[str]] = {}
     for path, file in index.files.items():
         doc: Counter[str] = Counter()
@@ -142,7 +141,7 @@ def _documents(index: RepoIndex) -> dict[str, Counter[str]]:
             for term in terms_of(definition.name):
                 doc[term] += _DEFINITION_WEIGHT
         docs[path] = doc
-    index.__dict__["_documents"] = docs
+    index.search_terms = docs
     return docs
 
 
