@@ -58,6 +58,7 @@ if str(ROOT) not in sys.path:
 from bench.common import BenchError, cpu_model, give_up, leave_scratch  # noqa: E402
 from bot.git import Git  # noqa: E402
 from bot.index import build, rank  # noqa: E402
+from bot.index.languages import PARSED, parser  # noqa: E402
 from bot.redact import Redactor  # noqa: E402
 from bot.runner import Runner  # noqa: E402
 
@@ -425,6 +426,16 @@ def ctags(work: Path, tags: Path) -> float:
     return time.perf_counter() - started
 
 
+def parse_only(work: Path, index: build.RepoIndex) -> float:
+    """Seconds for tree-sitter alone to parse the indexed files, in this one process."""
+    chosen = [f for f in index.files.values() if f.language in PARSED]
+    sources = [((work / f.path).read_bytes(), parser(f.language)) for f in chosen]
+    started = time.perf_counter()
+    for source, language_parser in sources:
+        language_parser.parse(source)
+    return time.perf_counter() - started
+
+
 def timed_index(
     work: Path, commit: str, cache: Path, *, parallel: bool = True
 ) -> tuple[float, build.RepoIndex]:
@@ -469,6 +480,7 @@ def indexing_report(repo: str, work: Path, commit: str, root: Path, runs: int) -
     full: list[float] = []
     serial: list[float] = []
     tagging: list[float] = []
+    parsing: list[float] = []
     warm = folder / "warm.db"
     for n in range(runs):
         progress(f"timing run {n + 1}/{runs}: index, ctags, index without workers")
@@ -477,6 +489,7 @@ def indexing_report(repo: str, work: Path, commit: str, root: Path, runs: int) -
         if has_ctags:
             tagging.append(ctags(work, folder / f"run-{n}.tags"))
         serial.append(timed_index(work, commit, folder / f"serial-{n}.db", parallel=False)[0])
+        parsing.append(parse_only(work, index))
     # Unchanged: as a running server sees it (the index kept in memory by commit), and as after
     # a restart or once other commits pushed it out (the disk cache only).
     in_memory: list[float] = []
@@ -512,6 +525,17 @@ def indexing_report(repo: str, work: Path, commit: str, root: Path, runs: int) -
             f"{'ctags -R':<52} {stats(tagging)}  index is"
             f" {base / statistics.median(tagging):.2f}x ctags"
         )
+    # The floor under the ctags ratio: tree-sitter's parse alone, before any query or cache.
+    floor = statistics.median(parsing) / build.workers()
+    lines.append(
+        f"{'tree-sitter parse alone, one process (no queries)':<52} {stats(parsing)}"
+        f"  {statistics.median(parsing) / base:.2f}x full"
+        + (
+            f"; / {build.workers()} cores = {floor / statistics.median(tagging):.2f}x ctags"
+            if tagging
+            else ""
+        )
+    )
     lines += [
         f"{'index, unchanged, kept in memory (same process)':<52} {stats(in_memory)}"
         f"  {statistics.median(in_memory) / base:.3f}x full",
@@ -539,7 +563,7 @@ def indexing_report(repo: str, work: Path, commit: str, root: Path, runs: int) -
     lines += [
         "  index: git ls-tree + index_tree (tree-sitter definitions, references and words of",
         "  every file, written to the SQLite cache); ctags: definitions only",
-        "  runs take turns (index, ctags, index without workers) after one untimed warm-up of",
+        "  runs take turns (index, ctags, index without workers, parse alone) after one warm-up of",
         "  each (page cache, worker processes started); each cold run gets a new cache file;",
         f"  load average before the timed runs: {before} (this run's localization included)",
     ]

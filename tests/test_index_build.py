@@ -569,3 +569,11 @@ async def test_a_tracked_file_missing_from_the_working_tree_is_left_out(
     index = await build_index(mixed_repo, nimbus_git, tmp_path / "index.sqlite3", parallel=False)
     assert "app/config.py" not in index.files
     assert index.skipped[selection.UNREADABLE] == 1
+
+
+async def test_an_index_prints_as_a_line_not_as_every_file(mixed_repo, nimbus_git):
+    # asyncio formats a finished task's result; a repr of every file and symbol cost seconds.
+    index = await build_index(mixed_repo, nimbus_git, None, parallel=False)
+    assert len(index.files) > 5
+    shown = repr(index)
+    assert index.commit in shown and "def " not in shown and len(shown) < 400

@@ -51,7 +51,9 @@ class RepoIndex:
     """What a clone holds at one commit: its files and their symbols."""
 
     commit: str
-    files: dict[str, IndexedFile]
+    # Left out of repr: asyncio formats a finished task's result (Python 3.11's asyncio.run does
+    # so on exit), and the repr of thousands of files took longer than the index itself.
+    files: dict[str, IndexedFile] = field(repr=False)
     skipped: Counter[str] = field(default_factory=Counter)
     read: int = 0  # files read and parsed this time
     reused: int = 0  # files whose symbols came from the cache
