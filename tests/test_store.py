@@ -470,3 +470,40 @@ async def test_api_keys_map_to_their_workspace(store):
     await store.add_api_key(WS, "hash-1", "ci")
     assert await store.workspace_for_key("hash-1") == WS
     assert await store.workspace_for_key("hash-2") is None
+
+
+async def test_deliveries_are_taken_in_batches_oldest_first(store):
+    for n in range(5):
+        await store.record_delivery(f"d-{n}", "issue_comment", f"payload {n}".encode())
+    now = time.time()
+    first = await store.take_deliveries("w", now + 60, now, limit=3)
+    assert [(d, p) for d, _, p in first] == [(f"d-{n}", f"payload {n}".encode()) for n in range(3)]
+    # Marking the batch processed and leasing the next happen in one call.
+    rest = await store.take_deliveries(
+        "w", now + 60, now, finished=[("d-0", None), ("d-1", "boom"), ("d-2", None)], limit=3
+    )
+    assert [d for d, _, _ in rest] == ["d-3", "d-4"]
+    rows = await store._fetchall(
+        "SELECT delivery_id, processed_us IS NOT NULL AS done, error, lease_owner"
+        " FROM webhook_deliveries ORDER BY delivery_id"
+    )
+    assert [tuple(r) for r in rows] == [
+        ("d-0", 1, None, None),
+        ("d-1", 1, "boom", None),
+        ("d-2", 1, None, None),
+        ("d-3", 0, None, "w"),
+        ("d-4", 0, None, "w"),
+    ]
+
+
+async def test_a_delivery_handed_back_is_taken_again_at_once(store):
+    await store.record_delivery("d-1", "issue_comment", b"{}")
+    now = time.time()
+    assert [d for d, _, _ in await store.take_deliveries("w1", now + 600, now)] == ["d-1"]
+    # Leased by w1: another worker gets nothing until w1 hands it back.
+    assert await store.take_deliveries("w2", now + 600, now) == []
+    await store.take_deliveries("w1", now + 600, now, released=["d-1"], limit=0)
+    assert [d for d, _, _ in await store.take_deliveries("w2", now + 600, now)] == ["d-1"]
+    # A worker cannot hand back what another holds.
+    await store.take_deliveries("w1", now + 600, now, released=["d-1"], limit=0)
+    assert await store.take_deliveries("w1", now + 600, now) == []

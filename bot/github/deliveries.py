@@ -18,6 +18,9 @@ from phases.context import Services
 log = logging.getLogger("nimbus.github")
 
 ROUTER = routing.Router(installations.router, issues.router, pulls.router)
+# Deliveries leased at once when there is a backlog (a lone delivery is taken on its own).
+BATCH = 16
+LINGER = 0.02  # seconds between batches while deliveries keep coming
 
 
 class DeliveryWorker:
@@ -29,6 +32,9 @@ class DeliveryWorker:
         self.name = f"{services.settings.worker_name}:github"
         self._loop: asyncio.Task[None] | None = None
         self.wake = asyncio.Event()
+        # Processed (with the error, if any) or handed back, not yet written to the store.
+        self._finished: list[tuple[str, str | None]] = []
+        self._released: list[str] = []
 
     async def start(self) -> None:
         # What this worker was processing when it stopped is taken again at once.
@@ -40,36 +46,68 @@ class DeliveryWorker:
             self._loop.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._loop
+        if self._finished:
+            # Processed, not yet marked: marked now, so that a restart does not take them again.
+            with contextlib.suppress(Exception):
+                await self._take(limit=0)
 
     async def _run(self) -> None:
         while True:
             self.wake.clear()
             try:
-                while await self.process_one():
-                    pass
+                while True:
+                    if not await self.process_batch():
+                        break
+                    # Let deliveries gather: one batch then serves many, where a burst taken one
+                    # at a time would cost a database round trip each.
+                    await asyncio.sleep(LINGER)
             except Exception:
                 log.exception("processing GitHub deliveries failed; trying again")
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.wake.wait(), self.services.settings.poll_seconds)
 
-    async def process_one(self) -> bool:
-        """Process the oldest pending delivery; False when there was none."""
+    async def _take(self, limit: int) -> list[tuple[str, str, bytes]]:
         now = time.time()
-        claimed = await self.services.store.claim_delivery(
-            self.name, now + self.services.settings.lease_seconds, now
+        taken = await self.services.store.take_deliveries(
+            self.name,
+            now + self.services.settings.lease_seconds,
+            now,
+            finished=self._finished,
+            released=self._released,
+            limit=limit,
         )
-        if claimed is None:
-            return False
-        delivery_id, event_name, payload = claimed
-        error = None
+        # Only once stored: if the call failed, the next one marks them.
+        self._finished, self._released = [], []
+        return taken
+
+    async def process_batch(self) -> bool:
+        """Process the oldest pending deliveries, up to a batch; False when there was none.
+
+        The deliveries processed are marked in the same transaction that leases the next
+        batch: one database hand-over per batch rather than two per delivery.
+        """
+        started = time.time()
+        batch = await self._take(BATCH)
+        # A delivery whose lease is about to end is handed back instead of processed: another
+        # worker may take it once the lease is over, and it must not be processed twice.
+        deadline = started + self.services.settings.lease_seconds * 0.75
+        for n, (delivery_id, event_name, payload) in enumerate(batch):
+            if time.time() > deadline:
+                self._released += [item[0] for item in batch[n:]]
+                break
+            error = await self._process(delivery_id, event_name, payload)
+            self._finished.append((delivery_id, error))
+        return bool(batch)
+
+    async def _process(self, delivery_id: str, event_name: str, payload: bytes) -> str | None:
+        """Route one delivery to its handlers; the error that stopped it, if one did."""
         try:
             event = sansio.Event(json.loads(payload), event=event_name, delivery_id=delivery_id)
             await self.handle(event)
         except Exception as exc:
             log.exception("delivery %s (%s) failed", delivery_id, event_name)
-            error = f"{type(exc).__name__}: {exc}"
-        await self.services.store.finish_delivery(delivery_id, error)
-        return True
+            return f"{type(exc).__name__}: {exc}"
+        return None
 
     async def handle(self, event: sansio.Event) -> None:
         installation = event.data.get("installation") if isinstance(event.data, dict) else None

@@ -99,6 +99,19 @@ class Store(Protocol):
     async def claim_delivery(
         self, worker: str, lease_until: float, now: float
     ) -> tuple[str, str, bytes] | None: ...
+    async def take_deliveries(
+        self,
+        worker: str,
+        lease_until: float,
+        now: float,
+        *,
+        finished: Sequence[tuple[str, str | None]] = (),
+        released: Sequence[str] = (),
+        limit: int = 1,
+    ) -> list[tuple[str, str, bytes]]:
+        """Mark `finished` processed, hand back `released`, lease up to `limit` more, at once."""
+        ...
+
     async def release_deliveries(self, worker: str) -> int: ...
     async def claim_review(self, repository: str, number: int, head_sha: str) -> bool: ...
     async def last_review(self, repository: str, number: int) -> str | None: ...

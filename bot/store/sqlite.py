@@ -12,6 +12,7 @@ import aiosqlite
 
 from bot.models import Event, NewEvent, Repo, Task, Workspace, new_id, now_us
 from bot.store import TASK_COLUMNS
+from bot.store.deliveries import DeliveryLog
 from bot.store.migrations import MIGRATIONS
 from phases.machine import WORKING, Gate, Outcome, Phase, status_for
 
@@ -94,8 +95,8 @@ class SqliteStore:
         # Writes share one connection, so one coroutine's commit must never include another's
         # half-done statements: every write transaction holds this lock from BEGIN to COMMIT.
         self._write_lock = asyncio.Lock()
-        self._deliveries: list[tuple[str, str, bytes, asyncio.Future[bool]]] = []
-        self._delivery_writer: asyncio.Task[None] | None = None
+        # Webhook deliveries, on a connection and thread of their own (bot/store/deliveries.py).
+        self._deliveries: DeliveryLog | None = None
 
     async def _connect(self) -> aiosqlite.Connection:
         conn = await aiosqlite.connect(self.path, isolation_level=None)
@@ -111,11 +112,13 @@ class SqliteStore:
         await self._writer.execute("PRAGMA journal_mode = WAL")
         await self._migrate()
         self._reader = await self._connect()
+        self._deliveries = DeliveryLog(self.path, busy_timeout_ms=self.busy_timeout_ms)
+        await self._deliveries.open()
 
     async def close(self) -> None:
-        if self._delivery_writer is not None:
-            # Deliveries already answered 202 are committed before the connection goes.
-            await asyncio.gather(self._delivery_writer, return_exceptions=True)
+        if self._deliveries is not None:
+            await self._deliveries.close()
+            self._deliveries = None
         for conn in (self._reader, self._writer):
             if conn is not None:
                 await conn.close()
@@ -498,27 +501,23 @@ class SqliteStore:
         self, worker: str, lease_until: float, now: float
     ) -> tuple[str, str, bytes] | None:
         """Lease the oldest delivery not yet processed: (delivery id, event, payload)."""
+        claimed = await self._log().take(worker, lease_until, now)
+        return claimed[0] if claimed else None
 
-        async def work(conn: aiosqlite.Connection) -> tuple[str, str, bytes] | None:
-            row = await self._fetchone(
-                "UPDATE webhook_deliveries SET lease_owner = ?, lease_expires = ?,"
-                " attempts = attempts + 1 WHERE delivery_id = ("
-                " SELECT delivery_id FROM webhook_deliveries WHERE processed_us IS NULL"
-                " AND (lease_owner IS NULL OR lease_expires < ?) ORDER BY received_us LIMIT 1)"
-                " RETURNING delivery_id, event",
-                (worker, lease_until, now),
-                conn,
-            )
-            if row is None:
-                return None
-            payload = await self._fetchone(
-                "SELECT payload FROM webhook_payloads WHERE delivery_id = ?",
-                (row["delivery_id"],),
-                conn,
-            )
-            return row["delivery_id"], row["event"], bytes(payload["payload"]) if payload else b""
-
-        return await self._write(work)
+    async def take_deliveries(
+        self,
+        worker: str,
+        lease_until: float,
+        now: float,
+        *,
+        finished: Sequence[tuple[str, str | None]] = (),
+        released: Sequence[str] = (),
+        limit: int = 1,
+    ) -> list[tuple[str, str, bytes]]:
+        """Mark `finished` processed, hand back `released`, lease up to `limit` more, at once."""
+        return await self._log().take(
+            worker, lease_until, now, finished=finished, released=released, limit=limit
+        )
 
     async def claim_review(self, repository: str, number: int, head_sha: str) -> bool:
         """Take the review of one head SHA of a PR; False when it was already taken."""
@@ -587,95 +586,15 @@ class SqliteStore:
 
     async def release_deliveries(self, worker: str) -> int:
         """Hand back the deliveries `worker` held before a restart."""
-
-        async def work(conn: aiosqlite.Connection) -> int:
-            cur = await conn.execute(
-                "UPDATE webhook_deliveries SET lease_owner = NULL, lease_expires = NULL"
-                " WHERE lease_owner = ? AND processed_us IS NULL",
-                (worker,),
-            )
-            return cur.rowcount
-
-        return await self._write(work)
+        return await self._log().release(worker)
 
     async def finish_delivery(self, delivery_id: str, error: str | None) -> None:
         """Mark a delivery processed; with `error`, GitHub's redelivery will be taken again."""
-
-        async def work(conn: aiosqlite.Connection) -> None:
-            await conn.execute(
-                "UPDATE webhook_deliveries SET processed_us = ?, error = ?, lease_owner = NULL,"
-                " lease_expires = NULL WHERE delivery_id = ?",
-                (now_us(), error, delivery_id),
-            )
-
-        await self._write(work)
+        await self._log().take("", 0, 0, finished=[(delivery_id, error)], limit=0)
 
     async def record_delivery(self, delivery_id: str, event: str, payload: bytes) -> bool:
-        # Group commit: deliveries arriving together are stored in one transaction, so a burst
-        # of webhooks does not queue one transaction per delivery behind the write lock. Each
-        # caller still answers only once its own delivery is committed.
-        stored: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
-        self._deliveries.append((delivery_id, event, payload, stored))
-        if self._delivery_writer is None or self._delivery_writer.done():
-            self._delivery_writer = asyncio.create_task(self._store_deliveries())
-        return await asyncio.shield(stored)
+        return await self._log().record(delivery_id, event, payload)
 
-    async def _store_deliveries(self) -> None:
-        while self._deliveries:
-            batch, self._deliveries = self._deliveries, []
-
-            async def work(conn: aiosqlite.Connection, batch: list = batch) -> list[bool]:
-                return await self._insert_deliveries(conn, [item[:3] for item in batch])
-
-            try:
-                results = await self._write(work)
-            except Exception as exc:
-                for *_, stored in batch:
-                    stored.set_exception(exc)
-                continue
-            for (*_, stored), result in zip(batch, results, strict=True):
-                stored.set_result(result)
-
-    async def _insert_deliveries(
-        self, conn: aiosqlite.Connection, batch: list[tuple[str, str, bytes]]
-    ) -> list[bool]:
-        """Store a batch in a few statements whatever its size; True for each delivery taken.
-
-        A delivery whose processing failed is taken again when GitHub redelivers it; one that
-        is pending or succeeded is left alone. Each statement is a round trip to the database
-        thread, so the batch is read and written whole rather than one delivery at a time.
-        """
-        ids = list(dict.fromkeys(delivery_id for delivery_id, _, _ in batch))
-        known: dict[str, str | None] = {}
-        for start in range(0, len(ids), 500):
-            part = ids[start : start + 500]
-            rows = await self._fetchall(
-                "SELECT delivery_id, error FROM webhook_deliveries"
-                f" WHERE delivery_id IN ({','.join('?' * len(part))})",
-                part,
-                conn,
-            )
-            known.update((row["delivery_id"], row["error"]) for row in rows)
-        taken: dict[str, tuple[str, bytes]] = {}
-        results = []
-        for delivery_id, event, payload in batch:
-            again = delivery_id in known and known[delivery_id] is None
-            if delivery_id in taken or again:
-                results.append(False)
-                continue
-            taken[delivery_id] = (event, payload)
-            results.append(True)
-        if taken:
-            received = now_us()
-            await conn.executemany(
-                "INSERT INTO webhook_deliveries (delivery_id, event, received_us)"
-                " VALUES (?, ?, ?) ON CONFLICT (delivery_id) DO UPDATE SET"
-                " received_us = excluded.received_us, processed_us = NULL, error = NULL"
-                " WHERE webhook_deliveries.error IS NOT NULL",
-                [(delivery_id, event, received) for delivery_id, (event, _) in taken.items()],
-            )
-            await conn.executemany(
-                "INSERT OR REPLACE INTO webhook_payloads (delivery_id, payload) VALUES (?, ?)",
-                [(delivery_id, payload) for delivery_id, (_, payload) in taken.items()],
-            )
-        return results
+    def _log(self) -> DeliveryLog:
+        assert self._deliveries is not None, "store is not open"
+        return self._deliveries

@@ -1,0 +1,217 @@
+"""Webhook deliveries in SQLite: their own connection on their own thread, one hand-over a call.
+
+Deliveries are the hot path of the GitHub layer: every webhook is stored before it is answered
+202, and the worker leases and finishes each one. Through aiosqlite every statement is a hand-over
+between the event loop and the database thread (BEGIN, read, write, write, COMMIT: five for one
+stored batch); here a whole transaction runs on the database thread in one call. The connection
+shares the store's file (WAL: one writer at a time, the other waits up to the busy timeout).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import TypeVar
+
+from bot.models import now_us
+
+T = TypeVar("T")
+
+Claimed = tuple[str, str, bytes]
+# SQLite allows 32766 variables in one statement; a batch is split well below that.
+_IDS_PER_QUERY = 500
+
+
+class DeliveryLog:
+    """Stores, leases and finishes deliveries; writes arriving together share one commit."""
+
+    def __init__(self, path: Path, *, busy_timeout_ms: int) -> None:
+        self.path = path
+        self.busy_timeout_ms = busy_timeout_ms
+        self._db: sqlite3.Connection | None = None
+        self._thread: ThreadPoolExecutor | None = None
+        self._waiting: list[tuple[str, str, bytes, asyncio.Future[bool]]] = []
+        self._writer: asyncio.Task[None] | None = None
+
+    async def open(self) -> None:
+        self._thread = ThreadPoolExecutor(1, thread_name_prefix="nimbus-deliveries")
+        await self._call(self._connect)
+
+    async def close(self) -> None:
+        if self._writer is not None:
+            # Deliveries already answered 202 are committed before the connection goes.
+            await asyncio.gather(self._writer, return_exceptions=True)
+        if self._thread is not None:
+            if self._db is not None:
+                await self._call(self._db.close)
+            self._thread.shutdown(wait=True)
+        self._db = self._thread = None
+
+    async def _call(self, work: Callable[..., T], *args: object) -> T:
+        assert self._thread is not None, "store is not open"
+        # The thread finishes what it started even if the caller is cancelled: a transaction
+        # is never left half-done.
+        return await asyncio.get_running_loop().run_in_executor(self._thread, work, *args)
+
+    def _connect(self) -> None:
+        db = sqlite3.connect(
+            self.path,
+            isolation_level=None,
+            check_same_thread=False,  # opened and used on the one thread, closed there too
+            timeout=self.busy_timeout_ms / 1000,
+        )
+        db.execute("PRAGMA foreign_keys = ON")
+        db.execute("PRAGMA synchronous = NORMAL")
+        self._db = db
+
+    def _transaction(self, work: Callable[[sqlite3.Connection], T]) -> T:
+        db = self._db
+        assert db is not None, "store is not open"
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            result = work(db)
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        db.execute("COMMIT")
+        return result
+
+    # Storing (the webhook endpoint)
+
+    async def record(self, delivery_id: str, event: str, payload: bytes) -> bool:
+        """Store a delivery; False when it is already stored and not failed."""
+        # Group commit: deliveries arriving while a batch is written go into the next one, and
+        # each caller answers only once its own delivery is committed.
+        stored: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+        self._waiting.append((delivery_id, event, payload, stored))
+        if self._writer is None or self._writer.done():
+            self._writer = asyncio.create_task(self._write_waiting())
+        return await asyncio.shield(stored)
+
+    async def _write_waiting(self) -> None:
+        while self._waiting:
+            batch, self._waiting = self._waiting, []
+            try:
+                results = await self._call(
+                    self._transaction, lambda db, b=batch: _insert(db, [i[:3] for i in b])
+                )
+            except Exception as exc:
+                for *_, stored in batch:
+                    stored.set_exception(exc)
+                continue
+            for (*_, stored), result in zip(batch, results, strict=True):
+                stored.set_result(result)
+
+    # Processing (the delivery worker)
+
+    async def take(
+        self,
+        worker: str,
+        lease_until: float,
+        now: float,
+        *,
+        finished: Sequence[tuple[str, str | None]] = (),
+        released: Sequence[str] = (),
+        limit: int = 1,
+    ) -> list[Claimed]:
+        """Mark `finished` processed and hand back `released`, then lease up to `limit` more.
+
+        One transaction: a worker going through a backlog pays one hand-over per batch.
+        """
+
+        def work(db: sqlite3.Connection) -> list[Claimed]:
+            done = now_us()
+            db.executemany(
+                "UPDATE webhook_deliveries SET processed_us = ?, error = ?, lease_owner = NULL,"
+                " lease_expires = NULL WHERE delivery_id = ?",
+                [(done, error, delivery_id) for delivery_id, error in finished],
+            )
+            db.executemany(
+                "UPDATE webhook_deliveries SET lease_owner = NULL, lease_expires = NULL"
+                " WHERE delivery_id = ? AND lease_owner = ?",
+                [(delivery_id, worker) for delivery_id in released],
+            )
+            return _claim(db, worker, lease_until, now, limit) if limit > 0 else []
+
+        return await self._call(self._transaction, work)
+
+    async def release(self, worker: str) -> int:
+        """Hand back the deliveries `worker` held before a restart."""
+        return await self._call(
+            self._transaction,
+            lambda db: (
+                db.execute(
+                    "UPDATE webhook_deliveries SET lease_owner = NULL, lease_expires = NULL"
+                    " WHERE lease_owner = ? AND processed_us IS NULL",
+                    (worker,),
+                ).rowcount
+            ),
+        )
+
+
+def _insert(db: sqlite3.Connection, batch: list[tuple[str, str, bytes]]) -> list[bool]:
+    """Store a batch; True for each delivery taken.
+
+    A delivery whose processing failed is taken again when GitHub redelivers it; one that is
+    pending or succeeded is left alone.
+    """
+    ids = list(dict.fromkeys(delivery_id for delivery_id, _, _ in batch))
+    known: dict[str, str | None] = {}
+    for start in range(0, len(ids), _IDS_PER_QUERY):
+        part = ids[start : start + _IDS_PER_QUERY]
+        known.update(
+            db.execute(
+                "SELECT delivery_id, error FROM webhook_deliveries"
+                f" WHERE delivery_id IN ({','.join('?' * len(part))})",
+                part,
+            )
+        )
+    taken: dict[str, tuple[str, bytes]] = {}
+    results = []
+    for delivery_id, event, payload in batch:
+        again = delivery_id in known and known[delivery_id] is None
+        if delivery_id in taken or again:
+            results.append(False)
+            continue
+        taken[delivery_id] = (event, payload)
+        results.append(True)
+    if taken:
+        received = now_us()
+        db.executemany(
+            "INSERT INTO webhook_deliveries (delivery_id, event, received_us)"
+            " VALUES (?, ?, ?) ON CONFLICT (delivery_id) DO UPDATE SET"
+            " received_us = excluded.received_us, processed_us = NULL, error = NULL"
+            " WHERE webhook_deliveries.error IS NOT NULL",
+            [(delivery_id, event, received) for delivery_id, (event, _) in taken.items()],
+        )
+        db.executemany(
+            "INSERT OR REPLACE INTO webhook_payloads (delivery_id, payload) VALUES (?, ?)",
+            [(delivery_id, payload) for delivery_id, (_, payload) in taken.items()],
+        )
+    return results
+
+
+def _claim(
+    db: sqlite3.Connection, worker: str, lease_until: float, now: float, limit: int
+) -> list[Claimed]:
+    leased = db.execute(
+        "UPDATE webhook_deliveries SET lease_owner = ?, lease_expires = ?,"
+        " attempts = attempts + 1 WHERE delivery_id IN ("
+        " SELECT delivery_id FROM webhook_deliveries WHERE processed_us IS NULL"
+        " AND (lease_owner IS NULL OR lease_expires < ?) ORDER BY received_us LIMIT ?)"
+        " RETURNING delivery_id",
+        (worker, lease_until, now, limit),
+    ).fetchall()  # all of it: a RETURNING statement left unfinished would hold up the COMMIT
+    if not leased:
+        return []
+    # RETURNING gives no order: read them back oldest first, as they arrived.
+    rows = db.execute(
+        "SELECT d.delivery_id, d.event, p.payload FROM webhook_deliveries AS d"
+        " LEFT JOIN webhook_payloads AS p USING (delivery_id)"
+        f" WHERE d.delivery_id IN ({','.join('?' * len(leased))}) ORDER BY d.received_us",
+        [delivery_id for (delivery_id,) in leased],
+    ).fetchall()
+    return [(delivery_id, event, bytes(payload or b"")) for delivery_id, event, payload in rows]
