@@ -56,7 +56,9 @@ async def _repos_collection(request: Request) -> Response:
 
 def routes() -> list[BaseRoute]:
     # /tasks/review/ comes before /tasks/{task_id}/, which would otherwise take "review" as an id.
+    # Webhooks first: the busiest route, and each route before it is a regex tried per request.
     return [
+        *_both("/github/webhooks", webhooks.receive, ["POST"]),
         *_both("/tasks/", _tasks_collection, ["GET", "POST"]),
         *_both("/tasks/review/", reviews.review_pr, ["POST"]),
         *_both("/tasks/{task_id}/", tasks.get_task, ["GET"]),
@@ -70,7 +72,6 @@ def routes() -> list[BaseRoute]:
         WebSocketRoute("/tasks/{task_id}/ws", ws.task_events),
         WebSocketRoute("/tasks/{task_id}/ws/", ws.task_events),
         *_both("/repos/", _repos_collection, ["GET", "POST"]),
-        *_both("/github/webhooks", webhooks.receive, ["POST"]),
         *_both("/healthz", healthz, ["GET"]),
         Route("/openapi.json", openapi, methods=["GET"]),
     ]

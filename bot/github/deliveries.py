@@ -55,12 +55,11 @@ class DeliveryWorker:
         while True:
             self.wake.clear()
             try:
-                while True:
-                    if not await self.process_batch():
-                        break
-                    # Let deliveries gather: one batch then serves many, where a burst taken one
-                    # at a time would cost a database round trip each.
-                    await asyncio.sleep(LINGER)
+                while taken := await self.process_batch():
+                    if taken < BATCH:
+                        # Let deliveries gather: one batch then serves many, where a burst
+                        # taken one at a time would cost a database round trip each.
+                        await asyncio.sleep(LINGER)
             except Exception:
                 log.exception("processing GitHub deliveries failed; trying again")
             with contextlib.suppress(TimeoutError):
@@ -80,8 +79,8 @@ class DeliveryWorker:
         self._finished, self._released = [], []
         return taken
 
-    async def process_batch(self) -> bool:
-        """Process the oldest pending deliveries, up to a batch; False when there was none.
+    async def process_batch(self) -> int:
+        """Process the oldest pending deliveries, up to a batch; how many were taken.
 
         The deliveries processed are marked in the same transaction that leases the next
         batch: one database hand-over per batch rather than two per delivery.
@@ -97,7 +96,7 @@ class DeliveryWorker:
                 break
             error = await self._process(delivery_id, event_name, payload)
             self._finished.append((delivery_id, error))
-        return bool(batch)
+        return len(batch)
 
     async def _process(self, delivery_id: str, event_name: str, payload: bytes) -> str | None:
         """Route one delivery to its handlers; the error that stopped it, if one did."""
