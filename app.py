@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import os
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import httpx2
 from starlette.applications import Starlette
@@ -16,6 +17,7 @@ from bot.agents import Agents
 from bot.agents.config import load_agent_config
 from bot.api import EXCEPTION_HANDLERS, RequestLog, routes
 from bot.api.auth import DEFAULT_WORKSPACE
+from bot.errors import ConfigError
 from bot.events import TaskEvents
 from bot.forge import Forges
 from bot.forge.git_remote import GitRemoteForge
@@ -26,6 +28,7 @@ from bot.github.deliveries import DeliveryWorker
 from bot.index.build import close_pool
 from bot.redact import Redactor
 from bot.runner import Runner
+from bot.sandbox import Limits, Sandbox
 from bot.settings import Settings
 from bot.skills import Skills
 from bot.store.sqlite import SqliteStore
@@ -44,7 +47,7 @@ def build_services(settings: Settings) -> Services:
     ]
     secrets = (*settings.secrets, *agent_keys)
     redactor = Redactor(secrets)
-    runner = Runner(secrets=secrets)
+    runner = Runner(secrets=secrets, sandbox=_sandbox(settings))
     store = SqliteStore(settings.db_path)
     git = Git(
         runner,
@@ -77,6 +80,10 @@ def create_app(settings: Settings | None = None, *, run_worker: bool = True) -> 
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        await services.runner.check_sandbox()
+        if settings.sandbox == "bwrap" and not services.runner.isolated:
+            reason = services.runner.sandbox.reason if services.runner.sandbox else "no sandbox"
+            raise ConfigError(f"NIMBUS_SANDBOX=bwrap, but commands cannot be isolated: {reason}")
         await services.store.open()
         await services.store.ensure_workspace(DEFAULT_WORKSPACE, "default")
         if run_worker:
@@ -92,6 +99,8 @@ def create_app(settings: Settings | None = None, *, run_worker: bool = True) -> 
                 await services.github.http.aclose()
             await asyncio.to_thread(close_pool)
             await services.store.close()
+            if services.runner.sandbox is not None:
+                services.runner.sandbox.close()
 
     app = Starlette(
         routes=routes(),
@@ -103,6 +112,25 @@ def create_app(settings: Settings | None = None, *, run_worker: bool = True) -> 
     app.state.worker = worker
     app.state.deliveries = deliveries
     return app
+
+
+def _sandbox(settings: Settings) -> Sandbox:
+    """The sandbox of repository commands: everything of Nimbus's own is hidden from them."""
+    database = settings.db_path
+    hidden = [
+        settings.data_dir,
+        database,
+        database.with_name(database.name + "-wal"),
+        database.with_name(database.name + "-shm"),
+        *(p for p in (settings.github_private_key_path, settings.config_path) if p),
+    ]
+    limits = Limits(
+        memory_mb=settings.sandbox_memory_mb,
+        file_mb=settings.sandbox_file_mb,
+        processes=settings.sandbox_processes,
+    )
+    home = os.environ.get("HOME")
+    return Sandbox(settings.sandbox, hidden, limits, server_home=Path(home) if home else None)
 
 
 def _github_app(settings: Settings) -> GitHubApp | None:

@@ -8,8 +8,10 @@ import os
 import signal
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
+
+from bot.sandbox import Confinement, Sandbox
 
 # Output beyond this is cut from the front: the end of a test run is where the verdict is.
 DEFAULT_OUTPUT_LIMIT = 256 * 1024
@@ -76,13 +78,85 @@ def _kill_group(pid: int) -> None:
 
 
 class Runner:
-    """Runs commands in their own process group; the sandbox (DESIGN §7) plugs in here."""
+    """Runs commands in their own process group; repository code confined by the sandbox."""
 
     def __init__(
-        self, server_env: Mapping[str, str] | None = None, secrets: Sequence[str] = ()
+        self,
+        server_env: Mapping[str, str] | None = None,
+        secrets: Sequence[str] = (),
+        sandbox: Sandbox | None = None,
     ) -> None:
         self.server_env = dict(os.environ if server_env is None else server_env)
         self.secrets = frozenset(s for s in secrets if s)
+        self.sandbox = sandbox
+
+    @property
+    def isolated(self) -> bool:
+        """Whether confined commands run inside bwrap (else only limited and scrubbed)."""
+        return self.sandbox is not None and self.sandbox.isolated
+
+    async def check_sandbox(self) -> None:
+        """Find out once whether bwrap works here (a container may forbid its namespaces)."""
+        if self.sandbox is None:
+            return
+        probe = self.sandbox.probe_argv()
+        if probe is None:
+            why = "bwrap is not installed" if self.sandbox.mode != "off" else "turned off"
+            self.sandbox.checked(False, why)
+            return
+        result = await self._run(probe, cwd=Path("/"), timeout=10, env=self.server_env)
+        detail = (result.stderr.strip() or f"exit code {result.exit_code}")[:300]
+        self.sandbox.checked(result.ok, f"bwrap cannot run here: {detail}")
+
+    async def run(
+        self,
+        argv: Sequence[str],
+        *,
+        cwd: Path,
+        timeout: float,
+        env: EnvPolicy,
+        stdin: bytes | None = None,
+        output_limit: int = DEFAULT_OUTPUT_LIMIT,
+        confinement: Confinement | None = None,
+    ) -> CommandResult:
+        """Run `argv`; on timeout or cancellation the whole process group is killed.
+
+        With `confinement`, the command runs in the sandbox (DESIGN §7) with its own TMPDIR.
+        """
+        env.home.mkdir(parents=True, exist_ok=True)
+        environment = self.environment(env)
+        if confinement is None or self.sandbox is None:
+            return await self._run(
+                argv,
+                cwd=cwd,
+                timeout=timeout,
+                env=environment,
+                stdin=stdin,
+                output_limit=output_limit,
+            )
+        tmp = env.home.parent / "tmp"
+        tmp.mkdir(parents=True, exist_ok=True)
+        environment["TMPDIR"] = str(tmp)
+        async with self.sandbox.process_cap() as cgroup:
+            wrapped = self.sandbox.wrap(
+                argv,
+                confinement,
+                home=env.home,
+                tmp=tmp,
+                timeout=timeout,
+                path=environment["PATH"],
+                cgroup=cgroup,
+            )
+            result = await self._run(
+                wrapped,
+                cwd=cwd,
+                timeout=timeout,
+                env=environment,
+                stdin=stdin,
+                output_limit=output_limit,
+            )
+        # What was asked for, not the sandbox's wrapping of it.
+        return replace(result, argv=tuple(argv))
 
     def environment(self, policy: EnvPolicy) -> dict[str, str]:
         """The whole environment a command gets; never a secret of Nimbus's own."""
@@ -97,24 +171,22 @@ class Runner:
         env["HOME"] = str(policy.home)  # always the command's own, never the server's
         return {k: v for k, v in env.items() if not any(s in v for s in self.secrets)}
 
-    async def run(
+    async def _run(
         self,
         argv: Sequence[str],
         *,
         cwd: Path,
         timeout: float,
-        env: EnvPolicy,
+        env: dict[str, str],
         stdin: bytes | None = None,
         output_limit: int = DEFAULT_OUTPUT_LIMIT,
     ) -> CommandResult:
-        """Run `argv`; on timeout or cancellation the whole process group is killed."""
         started = time.monotonic()
-        env.home.mkdir(parents=True, exist_ok=True)
         spawn = asyncio.ensure_future(
             asyncio.create_subprocess_exec(
                 *argv,
                 cwd=cwd,
-                env=self.environment(env),
+                env=env,
                 stdin=asyncio.subprocess.PIPE if stdin is not None else asyncio.subprocess.DEVNULL,
                 stdout=asyncio.subprocess.PIPE,
                 stderr=asyncio.subprocess.PIPE,

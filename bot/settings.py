@@ -72,6 +72,12 @@ class Settings:
     review_max_files: int = 1_000
     context_tokens: int = 1_024
     log_level: str = "info"
+    # Where the App's key was read from (hidden from sandboxed commands), when from a file.
+    github_private_key_path: Path | None = None
+    sandbox: str = "auto"  # auto | bwrap | off
+    sandbox_memory_mb: int = 8192
+    sandbox_file_mb: int = 4096
+    sandbox_processes: int = 1024
 
     @property
     def db_path(self) -> Path:
@@ -160,6 +166,11 @@ class Settings:
             context_tokens=r.int("NIMBUS_CONTEXT_TOKENS", 1_024, minimum=64),
             github_api_url=(r.str("NIMBUS_GITHUB_API_URL") or "https://api.github.com").rstrip("/"),
             log_level=(r.str("NIMBUS_LOG_LEVEL") or "info").lower(),
+            github_private_key_path=r.path("NIMBUS_GITHUB_PRIVATE_KEY_PATH"),
+            sandbox=r.choice("NIMBUS_SANDBOX", ("auto", "bwrap", "off"), "auto"),
+            sandbox_memory_mb=r.int("NIMBUS_SANDBOX_MEMORY_MB", 8192, minimum=64),
+            sandbox_file_mb=r.int("NIMBUS_SANDBOX_FILE_MB", 4096, minimum=1),
+            sandbox_processes=r.int("NIMBUS_SANDBOX_PROCESSES", 1024, minimum=8),
         )
 
 
@@ -186,6 +197,12 @@ class _Reader:
             return path.read_text("utf-8")
         except OSError as exc:
             raise ConfigError(f"{name} names {path}, which cannot be read: {exc}") from None
+
+    def choice(self, name: str, choices: tuple[str, ...], default: str) -> str:
+        value = (self.str(name) or default).lower()
+        if value not in choices:
+            raise ConfigError(f"{name} must be one of {', '.join(choices)}, got {value!r}")
+        return value
 
     def int(self, name: str, default: int, *, minimum: int) -> int:
         value = self.str(name)

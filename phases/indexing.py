@@ -124,7 +124,7 @@ async def run(ctx: PhaseRun) -> Step:
 
     baseline: TestRun | None = None
     if test_command:
-        await run_setup(ctx, config.setup_command)
+        await run_setup(ctx, config.setup_command, network=config.setup_network)
         baseline, result = await run_tests(ctx, test_command)
         if baseline.passed:
             await ctx.log(f"baseline: tests pass ({result.duration:.1f}s)")

@@ -4,25 +4,42 @@ from __future__ import annotations
 
 from bot.errors import PhaseError
 from bot.runner import CommandResult, EnvPolicy
+from bot.sandbox import Confinement
 from bot.testresults import TestRun, failed_tests
 from phases.context import PhaseRun
 
 
-async def run_shell(ctx: PhaseRun, command: str, timeout: float) -> CommandResult:
-    """Run a command line from the repository's configuration with `sh -c`."""
+async def run_shell(
+    ctx: PhaseRun, command: str, timeout: float, *, network: bool = False
+) -> CommandResult:
+    """Run a command line from the repository's configuration with `sh -c`, in the sandbox."""
+    runner = ctx.services.runner
+    if not runner.isolated:
+        reason = runner.sandbox.reason if runner.sandbox else "no sandbox"
+        await ctx.log(
+            f"warning: `{command}` runs WITHOUT isolation ({reason}): it can read what Nimbus"
+            " can read and reach the network"
+        )
     policy = EnvPolicy(home=ctx.home, extra={"CI": "true", "NIMBUS_TASK_ID": ctx.task.id})
-    return await ctx.services.runner.run(
-        ["sh", "-c", command], cwd=ctx.workdir, timeout=timeout, env=policy
+    return await runner.run(
+        ["sh", "-c", command],
+        cwd=ctx.workdir,
+        timeout=timeout,
+        env=policy,
+        confinement=Confinement(ctx.workdir, network=network),
     )
 
 
-async def run_setup(ctx: PhaseRun, command: str | None) -> None:
-    """Run the setup command, if any; a failure stops the task with its output."""
+async def run_setup(ctx: PhaseRun, command: str | None, *, network: bool = True) -> None:
+    """Run the setup command, if any; a failure stops the task with its output.
+
+    It gets the network unless the repository says `setup_network: false`: it installs things.
+    """
     if not command:
         return
     timeout = ctx.services.settings.setup_timeout
-    await ctx.log(f"setup: {command}")
-    result = await run_shell(ctx, command, timeout)
+    await ctx.log(f"setup: {command}" + ("" if network else " (no network)"))
+    result = await run_shell(ctx, command, timeout, network=network)
     if result.timed_out:
         raise PhaseError(f"setup command `{command}` did not finish within {timeout:.0f}s")
     if not result.ok:

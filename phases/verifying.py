@@ -28,7 +28,7 @@ async def run(ctx: PhaseRun) -> Step:
         }
         return Step(Trigger.PASSED, changes={"verification": verification})
 
-    await run_setup(ctx, config.setup_command)
+    await run_setup(ctx, config.setup_command, network=config.setup_network)
     await ctx.log(f"running tests: {command}")
     current, result = await run_tests(ctx, command)
     baseline = TestRun.from_json(state["baseline"]) if state.get("baseline") else None

@@ -22,6 +22,12 @@ from bot.cli import _listen
 from bot.settings import Settings
 
 API_KEY = "test-bootstrap-key-0123456789"
+
+# Repository commands find the test toolchain (pytest, the scripted agents' Python) on PATH: the
+# sandbox keeps what PATH names reachable, wherever it lives.
+_TOOLCHAIN = str(Path(sys.executable).parent)
+if _TOOLCHAIN not in os.environ.get("PATH", "").split(os.pathsep):
+    os.environ["PATH"] = os.pathsep.join([_TOOLCHAIN, os.environ.get("PATH", "")])
 AGENT_SCRIPT = Path(__file__).parent / "agents" / "scripted_agent.py"
 TEST_COMMAND = f"{sys.executable} -m pytest -q -p no:cacheprovider"
 
@@ -101,6 +107,7 @@ PASSED_TO_AGENTS = ["AGENT_TRACE", "AGENT_FAIL_ON_PATH", "AGENT_FAR_COMMENT", "A
 
 
 def write_agents(path: Path, default: str = "good", timeout: float = 60) -> Path:
+    """The scripted agents; inside the sandbox they may write their traces beside the file."""
     lines = [f'default_agent = "{default}"']
     for name, env in AGENTS.items():
         agent_timeout = 2 if name == "hangs" else timeout
@@ -112,6 +119,7 @@ def write_agents(path: Path, default: str = "good", timeout: float = 60) -> Path
             f"timeout = {agent_timeout}",
             f"env = {{ {pairs} }}",
             f"pass_env = {json.dumps(PASSED_TO_AGENTS)}",
+            f"writable_paths = {json.dumps([str(path.parent)])}",
         ]
     path.write_text("\n".join(lines) + "\n")
     return path

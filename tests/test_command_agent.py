@@ -56,11 +56,15 @@ async def test_each_phase_gets_the_contracts_environment_and_files(
             "NIMBUS_PLAN_FILE",
             "NIMBUS_DIFF_FILE",
         }
+        # bwrap sets PWD to the working folder it starts the command in.
+        assert env.pop("PWD", entry["cwd"]) == entry["cwd"]
         assert set(env) - {k for k in env if k.startswith(("NIMBUS_", "AGENT_"))} == {
             "PATH",
             "LANG",
             "HOME",
+            "TMPDIR",  # its own, beside HOME
         }
+        assert env["TMPDIR"] == str(task_dir / "tmp")
     assert "NIMBUS_PLAN_FILE" in seen["implement"]["env"]
     assert "Add multiply()" in seen["implement"]["prompt"]
     assert "NIMBUS_DIFF_FILE" in seen["review"]["env"]

@@ -345,19 +345,19 @@ async def test_an_api_task_on_a_github_repository_opens_a_pull_request(world):
 
 
 async def test_the_installation_token_never_leaks(tmp_path, start_server, settings):
-    seen_env = tmp_path / "test-env.txt"
-    files = {**FILES, ".github/nimbus.yml": f"test_command: env > {seen_env}; {TEST_COMMAND}\n"}
+    # The repository's tests fail (exit 7) if an installation token is in their environment.
+    leak_check = "if env | grep -q ghs_; then exit 7; fi"
+    files = {**FILES, ".github/nimbus.yml": f"test_command: {leak_check}; {TEST_COMMAND}\n"}
     async with github_world(tmp_path, start_server, settings, files) as world:
         github, server = world.github, world.server
         issue = github.add_issue("octo-org", "hello", "Add multiply")
         task = await world.through_both_gates(issue)
         minted = [t.token for t in github.tokens.values() if t.token != ""]
         assert minted
-        places = [seen_env.read_text(), json.dumps(task)]
-        places += [
-            json.dumps(e.to_json())
-            for e in await server.app.state.services.store.events_after(task["id"], 0)
-        ]
+        events = await server.app.state.services.store.events_after(task["id"], 0)
+        logged = [e.fields.get("message", "") for e in events]
+        assert any(m.startswith("baseline: tests pass") for m in logged), logged
+        places = [json.dumps(task)] + [json.dumps(e.to_json()) for e in events]
         places += [c.body for c in github.comments_on("octo-org", "hello", issue.number)]
         for path in settings.data_dir.rglob("*"):
             if path.is_file():

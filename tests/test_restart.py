@@ -24,6 +24,7 @@ default_agent = "once"
 kind = "command"
 command = ["{python}", "{script}"]
 env = {{ AGENT_MODE = "good", AGENT_SLEEP_IN = "implement", AGENT_SLEEP_ONCE = "{marker}" }}
+writable_paths = ["{marker_dir}"]
 """
 
 
@@ -101,7 +102,12 @@ async def processes(tmp_path) -> AsyncIterator[list[ServerProcess]]:
 @pytest.fixture
 def root(tmp_path, remote) -> Path:
     (tmp_path / "agents.toml").write_text(
-        ONCE_AGENT.format(python=sys.executable, script=AGENT_SCRIPT, marker=tmp_path / "once")
+        ONCE_AGENT.format(
+            python=sys.executable,
+            script=AGENT_SCRIPT,
+            marker=tmp_path / "once",
+            marker_dir=tmp_path,
+        )
     )
     return tmp_path
 

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from bot.agents.base import AgentOutput, AgentRequest, parse_plan, parse_review
 from bot.agents.config import AgentSpec
 from bot.agents.prompts import plan_json, render_prompt
 from bot.errors import AgentError
 from bot.runner import EnvPolicy, Runner
+from bot.sandbox import Confinement
 
 # stderr kept in the task's error when the agent fails.
 _STDERR_TAIL = 2000
@@ -22,6 +25,8 @@ class CommandAgent:
         self.spec = spec
         self.runner = runner
         self.timeout = spec.timeout or default_timeout
+        # Besides the clone, what the configuration lets it write (its own caches, say).
+        self.writable = tuple(Path(p).expanduser().absolute() for p in spec.writable_paths)
 
     def _write_inputs(self, request: AgentRequest, prompt: str) -> dict[str, str]:
         folder = request.task_dir / "agent"
@@ -62,7 +67,16 @@ class CommandAgent:
             # The configuration's values first, so that Nimbus's own variables always win.
             extra={**self.spec.env, **nimbus_env},
         )
-        result = await self.runner.run(argv, cwd=request.workdir, timeout=self.timeout, env=policy)
+        confinement = Confinement(
+            request.workdir,
+            network=self.spec.network,
+            writable=self.writable,
+            # The phase's inputs (prompt, plan, diff), written beside the clone.
+            inputs=(request.task_dir / "agent",),
+        )
+        result = await self.runner.run(
+            argv, cwd=request.workdir, timeout=self.timeout, env=policy, confinement=confinement
+        )
         where = f"agent '{self.name}' ({request.phase})"
         if result.timed_out:
             raise AgentError(f"{where} did not finish within {self.timeout:.0f}s and was stopped")

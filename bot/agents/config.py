@@ -20,6 +20,8 @@ class AgentSpec:
     env: dict[str, str] = field(default_factory=dict)
     pass_env: tuple[str, ...] = ()
     writable_paths: tuple[str, ...] = ()
+    # Command agents reach their model over the network unless the configuration says not to.
+    network: bool = True
     timeout: float | None = None
     # kind = "model": each falls back to the NIMBUS_MODEL_* settings.
     provider: str | None = None
@@ -72,6 +74,9 @@ def _spec(name: str, table: Any, source: str) -> AgentSpec:
         model_fields[key] = value
     if model_fields["provider"] not in (None, "openai", "anthropic"):
         raise ConfigError(f'{where} provider must be "openai" or "anthropic"')
+    network = table.get("network", True)
+    if not isinstance(network, bool):
+        raise ConfigError(f"{where} network must be true or false")
     max_steps = table.get("max_steps")
     if max_steps is not None and (
         isinstance(max_steps, bool) or not isinstance(max_steps, int) or max_steps < 1
@@ -86,6 +91,7 @@ def _spec(name: str, table: Any, source: str) -> AgentSpec:
         env=dict(env),
         pass_env=_strings(f"{where} pass_env", table.get("pass_env", [])),
         writable_paths=_strings(f"{where} writable_paths", table.get("writable_paths", [])),
+        network=network,
         timeout=float(timeout) if timeout is not None else None,
     )
 

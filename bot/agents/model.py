@@ -19,6 +19,7 @@ from bot.model.client import ModelClient, ModelEndpoint
 from bot.model.types import Message, ModelReply, ToolCall, ToolSpec
 from bot.repo_config import path_matches
 from bot.runner import EnvPolicy, Runner
+from bot.sandbox import Confinement
 from bot.settings import Settings
 from bot.testresults import trim_output
 
@@ -272,6 +273,7 @@ class ModelAgent:
             cwd=request.workdir,
             timeout=self.settings.test_timeout,
             env=EnvPolicy(home=request.task_dir / "home", extra={"CI": "true"}),
+            confinement=Confinement(request.workdir),
         )
         verdict = "timed out" if result.timed_out else f"exit code {result.exit_code}"
         return f"{verdict}\n{trim_output(result.output, 6000)}"
