@@ -26,7 +26,7 @@ from bot.git import Git
 from bot.github.client import GitHubApp
 from bot.github.deliveries import DeliveryWorker
 from bot.index.build import close_pool
-from bot.redact import Redactor
+from bot.redact import Redactor, redact_logs
 from bot.runner import Runner
 from bot.sandbox import Limits, Sandbox
 from bot.settings import Settings
@@ -47,6 +47,7 @@ def build_services(settings: Settings) -> Services:
     ]
     secrets = (*settings.secrets, *agent_keys)
     redactor = Redactor(secrets)
+    redact_logs(redactor)
     runner = Runner(secrets=secrets, sandbox=_sandbox(settings))
     store = SqliteStore(settings.db_path)
     git = Git(
@@ -123,6 +124,7 @@ def _sandbox(settings: Settings) -> Sandbox:
         database.with_name(database.name + "-wal"),
         database.with_name(database.name + "-shm"),
         *(p for p in (settings.github_private_key_path, settings.config_path) if p),
+        *_app_files_beside(settings.github_private_key_path),
     ]
     limits = Limits(
         memory_mb=settings.sandbox_memory_mb,
@@ -131,6 +133,17 @@ def _sandbox(settings: Settings) -> Sandbox:
     )
     home = os.environ.get("HOME")
     return Sandbox(settings.sandbox, hidden, limits, server_home=Path(home) if home else None)
+
+
+def _app_files_beside(key: Path | None) -> list[Path]:
+    """The App's other files where its key lies (`nimbus github register` writes them there)."""
+    if key is None or not key.parent.is_dir():
+        return []
+    return [
+        p
+        for p in key.parent.iterdir()
+        if p.suffix in (".pem", ".env", ".key") or p.name.startswith("nimbus-github")
+    ]
 
 
 def _github_app(settings: Settings) -> GitHubApp | None:

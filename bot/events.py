@@ -14,6 +14,10 @@ from bot.store import Store
 log = logging.getLogger("nimbus.events")
 
 
+# Task fields shown through the API, comments and PR bodies.
+_SHOWN = ("error", "plan", "review", "verification", "feedback")
+
+
 class TaskEvents:
     """Stores events (redacted) with the task changes they describe, and wakes their listeners."""
 
@@ -54,8 +58,11 @@ class TaskEvents:
         events: Sequence[NewEvent] = (),
     ) -> Task | None:
         """Persist task changes and their events in one transaction if `expect` still holds."""
-        if changes.get("error"):
-            changes = {**changes, "error": self.redactor.text(changes["error"])}
+        # What people read of a task (its error, plan, review, test output) is masked like its
+        # events: a repository or an agent may print a secret into any of them.
+        masked = {k: self.redactor.value(changes[k]) for k in _SHOWN if changes.get(k)}
+        if masked:
+            changes = {**changes, **masked}
         task = await self.store.update_task(task_id, expect=expect, changes=changes, events=events)
         if task is not None:
             await self._announce(task_id)

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import re
+import shutil
 from collections.abc import Sequence
 from email.utils import parseaddr
 from pathlib import Path
@@ -12,6 +15,7 @@ from bot.redact import Redactor
 from bot.runner import CommandResult, EnvPolicy, Runner
 
 # DESIGN §7: the clone is hostile; none of its configuration may run code.
+log = logging.getLogger("nimbus.git")
 _SAFE = ("-c", "core.hooksPath=/dev/null", "-c", "core.fsmonitor=false")
 # Variables a network operation may need for the server's own credentials (credential helper,
 # SSH agent, proxies). Local operations get none of them.
@@ -95,6 +99,8 @@ class Git:
         auth_header: str | None = None,
     ) -> CommandResult:
         """Run `git args`; with `check`, a failure raises GitError with git's own words."""
+        if await asyncio.to_thread(_restore_config, cwd):
+            log.warning("%s: .git/config had changed since the clone; put back as it was", cwd)
         result = await self.runner.run(
             ["git", *_SAFE, *args],
             cwd=cwd,
@@ -121,6 +127,7 @@ class Git:
         await self.run(
             [*args, "--", url, str(dest)], cwd=dest.parent, network=True, auth_header=auth_header
         )
+        await asyncio.to_thread(_keep_config, dest)
 
     async def fetch_commit(
         self, url: str, dest: Path, sha: str, *, auth_header: str | None = None
@@ -166,10 +173,15 @@ class Git:
         )
         return await self.head(cwd)
 
-    async def squash(self, cwd: Path, base: str, message: str) -> str:
-        """Replace everything since `base` with one commit."""
-        await self.run(["reset", "--soft", "--quiet", base], cwd=cwd)
-        return await self.commit_all(cwd, message)
+    async def squash(self, cwd: Path, base: str, message: str, head: str = "HEAD") -> str:
+        """One commit on `base` holding exactly `head`'s tree; the working tree becomes it.
+
+        Not the working tree: what a later test run left there was never shown to anyone.
+        """
+        tree = await self.out(["rev-parse", f"{head}^{{tree}}"], cwd=cwd)
+        sha = await self.out(["commit-tree", tree, "-p", base, "-m", message], cwd=cwd)
+        await self.run(["reset", "--hard", "--quiet", sha], cwd=cwd)
+        return sha
 
     async def diff(self, cwd: Path, base: str, head: str = "HEAD") -> str:
         result = await self.run(["diff", "--no-color", "--no-ext-diff", base, head], cwd=cwd)
@@ -203,3 +215,29 @@ def safe_branch(name: str) -> str:
     """A branch name git accepts, from arbitrary text."""
     cleaned = _BRANCH_SAFE.sub("-", name).strip("-/.")
     return re.sub(r"\.{2,}|/{2,}|@\{", "-", cleaned) or "nimbus"
+
+
+# The clone's `.git/config` as the clone made it, kept beside the clone: a filter, textconv or
+# push URL that repository code (or an agent) writes into it later must never steer Nimbus's own
+# git, which runs outside the sandbox and holds the forge's token.
+
+
+def _config_copy(clone: Path) -> Path:
+    return clone.parent / f".{clone.name}.git-config"
+
+
+def _keep_config(clone: Path) -> None:
+    shutil.copyfile(clone / ".git" / "config", _config_copy(clone))
+
+
+def _restore_config(cwd: Path) -> bool:
+    """Put back the clone's config if it changed; True when it had."""
+    kept, config = _config_copy(cwd), cwd / ".git" / "config"
+    try:
+        original = kept.read_bytes()
+        if config.read_bytes() == original:
+            return False
+    except FileNotFoundError:
+        return False  # not a clone Nimbus made (or not a clone at all)
+    config.write_bytes(original)
+    return True

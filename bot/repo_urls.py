@@ -9,7 +9,7 @@ from urllib.parse import urlsplit
 from bot.errors import Unprocessable
 
 _SCP_LIKE = re.compile(r"^[A-Za-z0-9._-]+@[A-Za-z0-9.-]+:[^\s]+$")
-_BRANCH = re.compile(r"^(?!-)(?!.*\.\.)[A-Za-z0-9._/-]{1,200}$")
+_BRANCH = re.compile(r"^(?!-)(?!.*\.\.)[A-Za-z0-9._/-]{1,200}\Z")  # \Z: no final newline
 
 
 def valid_branch(name: str) -> bool:

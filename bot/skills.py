@@ -7,7 +7,7 @@ from pathlib import Path
 
 from bot.errors import PhaseError
 
-SKILL_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+SKILL_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}\Z")  # \Z: no final newline
 REPO_SKILLS_DIR = ".nimbus/skills"
 # A skill is instructions, not a document: anything longer is cut.
 _MAX_SKILL_BYTES = 64 * 1024

@@ -36,7 +36,11 @@ async def run(ctx: PhaseRun) -> Step:
     try:
         if "commit_sha" not in done:
             clone = ctx.require_clone()
-            sha = await ctx.git.squash(clone, task.state["base_sha"], commit_message(task))
+            # The approved diff is base..checkpoint: that tree, nothing a later run left behind.
+            approved = task.state.get("checkpoint_sha") or "HEAD"
+            sha = await ctx.git.squash(
+                clone, task.state["base_sha"], commit_message(task), head=approved
+            )
             done["commit_sha"] = sha
             await ctx.save_state({**task.state, "cleanup": done})
             await ctx.log(f"committed {sha[:12]}")

@@ -92,11 +92,26 @@ async def processes(tmp_path) -> AsyncIterator[list[ServerProcess]]:
     yield started
     for process in started:
         await process.stop()
-    marker = tmp_path / "once"
-    if marker.exists() and marker.read_text():
-        # The agent a killed server left behind (the sandbox's die-with-parent is issue 7).
-        with contextlib.suppress(ProcessLookupError, ValueError):
-            os.kill(int(marker.read_text()), signal.SIGKILL)
+    # No agent outlives the server that started it, even a killed one (the sandbox's
+    # die-with-parent). The pid the agent wrote is its own PID namespace's: never signal it.
+    marker = f"AGENT_SLEEP_ONCE={tmp_path / 'once'}".encode()
+    for _ in range(50):
+        left = agents_with(marker)
+        if not left:
+            break
+        await asyncio.sleep(0.1)
+    assert not left, f"agents left running: {left}"
+
+
+def agents_with(marker: bytes) -> list[int]:
+    """Host pids of the processes whose environment holds `marker`."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            with contextlib.suppress(OSError):
+                if marker in (entry / "environ").read_bytes().split(b"\0"):
+                    found.append(int(entry.name))
+    return found
 
 
 @pytest.fixture

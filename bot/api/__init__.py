@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import logging
+import sqlite3
 import time
 from collections.abc import Callable
 from typing import Any
+from urllib.parse import unquote_plus
 
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
@@ -92,6 +94,26 @@ async def http_error(request: Request, exc: Exception) -> Response:
     return JSONResponse({"error": message}, status_code=exc.status_code, headers=exc.headers)
 
 
+async def storage_error(request: Request, exc: Exception) -> Response:
+    """The database cannot take the write: out of space or locked past the busy timeout."""
+    text = str(exc)
+    if "disk is full" in text or "disk I/O error" in text:
+        log.error("%s %s: the database cannot write: %s", request.method, request.url.path, text)
+        return JSONResponse(
+            {"error": "the server's disk is full: nothing was stored; free space and try again"},
+            status_code=503,
+            headers={"Retry-After": "60"},
+        )
+    if "locked" in text or "busy" in text:
+        log.warning("%s %s: the database is busy: %s", request.method, request.url.path, text)
+        return JSONResponse(
+            {"error": "the database is busy: nothing was stored; try again shortly"},
+            status_code=503,
+            headers={"Retry-After": "5"},
+        )
+    return await internal_error(request, exc)
+
+
 async def internal_error(request: Request, exc: Exception) -> Response:
     log.exception("unexpected error on %s %s", request.method, request.url.path, exc_info=exc)
     return JSONResponse(
@@ -99,7 +121,12 @@ async def internal_error(request: Request, exc: Exception) -> Response:
     )
 
 
-EXCEPTION_HANDLERS = {ApiError: api_error, HTTPException: http_error, Exception: internal_error}
+EXCEPTION_HANDLERS = {
+    ApiError: api_error,
+    HTTPException: http_error,
+    sqlite3.OperationalError: storage_error,
+    Exception: internal_error,
+}
 
 
 def redact_query(query: str) -> str:
@@ -107,7 +134,9 @@ def redact_query(query: str) -> str:
     parts = []
     for part in query.split("&"):
         name, sep, _ = part.partition("=")
-        parts.append(f"{name}=***" if sep and name.lower() == "api_key" else part)
+        # Starlette decodes names: `api%5Fkey` is an api_key too.
+        key = sep and unquote_plus(name).lower() == "api_key"
+        parts.append(f"{name}=***" if key else part)
     return "&".join(parts)
 
 

@@ -104,6 +104,9 @@ class Body:
                 raise Unprocessable(
                     f"field {f.name!r} is not valid Unicode (it holds a lone surrogate)"
                 ) from None
+            if "\x00" in value:
+                # No command line, environment variable or C string can carry it.
+                raise Unprocessable(f"field {f.name!r} holds a NUL character (\\u0000)")
             if f.required and not f.nullable and not value.strip():
                 raise Unprocessable(f"field {f.name!r} must not be empty")
             if f.max_length and len(value) > f.max_length:

@@ -62,6 +62,7 @@ async def _until_disconnect(websocket: WebSocket) -> None:
 def _since(value: str | None) -> int:
     if value is None:
         return 0
-    if not (value.isascii() and value.isdigit()):
+    # At most SQLite's largest integer: a longer run of digits is no seq at all.
+    if not (value.isascii() and value.isdigit()) or len(value) > 19 or int(value) > 2**63 - 1:
         raise Unprocessable("parameter 'since' must be an event seq (a whole number)")
     return int(value)

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import contextlib
 import logging
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
+import httpx2
 from gidgethub import BadRequest, GitHubBroken
 
 from bot.errors import GitError, PhaseError
@@ -19,12 +22,33 @@ from bot.github.client import GitHubApp
 from bot.github.context import web_url
 from bot.models import Repo, Task
 from bot.repo_config import parse_repo_config
+from bot.retry import backoff
 from bot.store import Store
 from phases.machine import Gate, Phase
 
 log = logging.getLogger("nimbus.github")
 
 CHECK_NAME = "Nimbus verification"
+# Tries at opening a pull request when GitHub answers 5xx and, looked for, it is not there.
+_CREATE_ATTEMPTS = 3
+
+
+@contextlib.asynccontextmanager
+async def github_errors(doing: str) -> AsyncIterator[None]:
+    """GitHub failing (5xx after retries, unreachable) as an error that says so and what to do."""
+    try:
+        yield
+    except GitHubBroken as exc:
+        raise PhaseError(
+            f"GitHub failed while {doing}: {exc.status_code} {exc} after retries (GitHub may be"
+            " down: https://www.githubstatus.com); try again later with `/nimbus retry` or a new"
+            " task"
+        ) from None
+    except httpx2.TransportError as exc:
+        raise PhaseError(
+            f"GitHub could not be reached while {doing} ({type(exc).__name__}); check this"
+            " server's network and NIMBUS_GITHUB_API_URL, then try again"
+        ) from None
 
 
 def _auth_header(token: str) -> str:
@@ -74,13 +98,14 @@ class GitHubForge:
 
     async def clone(self, repo: Repo, dest: Path, branch: str | None) -> None:
         installation, full_name = _installation(repo)
-        gh = await self.app.api(installation)
-        info = await gh.getitem(f"/repos/{full_name}")
-        # Cloned from where GitHub says the repository is (DESIGN §6).
-        url, branch = info["clone_url"], branch or info.get("default_branch")
-        await self._git_with_token(
-            repo, lambda auth: self.git.clone(url, dest, branch, auth_header=auth)
-        )
+        async with github_errors(f"cloning {full_name}"):
+            gh = await self.app.api(installation)
+            info = await gh.getitem(f"/repos/{full_name}")
+            # Cloned from where GitHub says the repository is (DESIGN §6).
+            url, branch = info["clone_url"], branch or info.get("default_branch")
+            await self._git_with_token(
+                repo, lambda auth: self.git.clone(url, dest, branch, auth_header=auth)
+            )
 
     async def checkout_commit(self, repo: Repo, sha: str, dest: Path) -> None:
         """Commit `sha` of `repo` (a pull request's head) into `dest`, for a review to read."""
@@ -93,12 +118,15 @@ class GitHubForge:
 
     async def publish(self, task: Task, repo: Repo, workdir: Path, branch: str) -> Delivery:
         installation, full_name = _installation(repo)
-        await self._git_with_token(
-            repo, lambda auth: self.git.push(workdir, "origin", branch, auth_header=auth)
-        )
-        gh = await self.app.api(installation)
-        pr = await self._pull_request(gh, task, full_name, branch)
-        await self._check_run(gh, task, full_name, await self.git.head(workdir))
+        async with github_errors(f"opening the pull request on {full_name}"):
+            gh = await self.app.api(installation)
+            # To where GitHub says the repository is, whatever the clone's remote says.
+            url = (await gh.getitem(f"/repos/{full_name}"))["clone_url"]
+            await self._git_with_token(
+                repo, lambda auth: self.git.push(workdir, url, branch, auth_header=auth)
+            )
+            pr = await self._pull_request(gh, task, full_name, branch)
+            await self._check_run(gh, task, full_name, await self.git.head(workdir))
         return Delivery(branch=branch, pr_url=pr["html_url"])
 
     async def _existing_pr(self, gh: Any, full_name: str, branch: str) -> dict | None:
@@ -119,19 +147,23 @@ class GitHubForge:
             "body": render.pr_body(task, _issue_number(task)),
             "draft": config.draft_pr,
         }
-        try:
-            return await gh.post(f"/repos/{full_name}/pulls", data=data)
-        except GitHubBroken:
-            # GitHub may have opened it before failing: look before creating it again.
-            found = await self._existing_pr(gh, full_name, branch)
-            if found is None:
-                raise
-            return found
-        except BadRequest as exc:
-            if not data["draft"] or "draft" not in str(exc).lower():
-                raise PhaseError(f"GitHub refused the pull request: {exc}") from None
-            # The repository's plan has no draft pull requests: open a normal one.
-            return await gh.post(f"/repos/{full_name}/pulls", data={**data, "draft": False})
+        for attempt in range(_CREATE_ATTEMPTS):
+            try:
+                return await gh.post(f"/repos/{full_name}/pulls", data=data)
+            except GitHubBroken:
+                # GitHub may have opened it before failing: look before creating it again.
+                found = await self._existing_pr(gh, full_name, branch)
+                if found is not None:
+                    return found
+                if attempt + 1 == _CREATE_ATTEMPTS:
+                    raise
+                await asyncio.sleep(backoff(attempt, self.app.retry_base))
+            except BadRequest as exc:
+                if not data["draft"] or "draft" not in str(exc).lower():
+                    raise PhaseError(f"GitHub refused the pull request: {exc}") from None
+                # The repository's plan has no draft pull requests: open a normal one.
+                data = {**data, "draft": False}
+        raise AssertionError("unreachable")  # the last attempt returns or raises
 
     async def _check_run(self, gh: Any, task: Task, full_name: str, sha: str) -> None:
         """The verification result on the PR's head commit."""

@@ -22,6 +22,8 @@ USER_AGENT = "nimbus-agent"
 # Methods GitHub may safely be asked again after a 5xx or a broken connection. A POST creates
 # something, and after a 5xx it may have: the caller looks first (DESIGN §6).
 _IDEMPOTENT = frozenset({"GET", "HEAD", "PUT", "DELETE", "PATCH"})
+# POSTs that create nothing anyone sees: asking twice is harmless (a second token, unused).
+_REPEATABLE_POSTS = ("/access_tokens",)
 # Longest wait Nimbus accepts from a Retry-After before giving up on the call.
 _MAX_WAIT = 120.0
 # Renew a token this long before GitHub's `expires_at`, so no call starts with a dying one.
@@ -79,7 +81,7 @@ class RetryingGitHubAPI(GitHubAPI):
                     raise
                 wait = self._backoff(attempt)
             except httpx2.TransportError:
-                if method not in _IDEMPOTENT or attempt >= self.max_retries:
+                if not _repeatable(method, url) or attempt >= self.max_retries:
                     raise
                 wait = self._backoff(attempt)
             else:
@@ -90,7 +92,7 @@ class RetryingGitHubAPI(GitHubAPI):
                     self.oauth_token = token
                     headers = {**headers, "authorization": f"token {token}"}
                     continue
-                wait = self._wait_for(method, status, response_headers, attempt)
+                wait = self._wait_for(method, url, status, response_headers, attempt)
                 if wait is None:
                     return status, response_headers, data
             log.info("GitHub %s %s: retrying in %.1fs", method, url, wait)
@@ -98,7 +100,7 @@ class RetryingGitHubAPI(GitHubAPI):
             attempt += 1
 
     def _wait_for(
-        self, method: str, status: int, headers: Mapping[str, str], attempt: int
+        self, method: str, url: str, status: int, headers: Mapping[str, str], attempt: int
     ) -> float | None:
         """How long to wait before asking again, or None to answer as is."""
         if attempt >= self.max_retries:
@@ -110,12 +112,19 @@ class RetryingGitHubAPI(GitHubAPI):
         # method may ask again after the wait it names.
         if status == 429 or (status == 403 and asked is not None):
             return asked if asked is not None else self._backoff(attempt)
-        if status >= 500 and method in _IDEMPOTENT:
+        if status >= 500 and _repeatable(method, url):
             return self._backoff(attempt)
         return None
 
     def _backoff(self, attempt: int) -> float:
         return backoff(attempt, self.retry_base)
+
+
+def _repeatable(method: str, url: str) -> bool:
+    """Whether GitHub may be asked again after a 5xx, which it may have acted on."""
+    return method in _IDEMPOTENT or (
+        method == "POST" and url.split("?", 1)[0].endswith(_REPEATABLE_POSTS)
+    )
 
 
 class GitHubApp:
