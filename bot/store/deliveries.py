@@ -28,9 +28,15 @@ _IDS_PER_QUERY = 500
 class DeliveryLog:
     """Stores, leases and finishes deliveries; writes arriving together share one commit."""
 
-    def __init__(self, path: Path, *, busy_timeout_ms: int) -> None:
+    def __init__(
+        self, path: Path, *, busy_timeout_ms: int, write_lock: asyncio.Lock | None = None
+    ) -> None:
         self.path = path
         self.busy_timeout_ms = busy_timeout_ms
+        # The store's own writer takes turns with this one through this lock: SQLite's busy
+        # handler only polls, and left to it a delivery lost the race to back-to-back task
+        # writes for over a second (bench/load.py); the lock queues them fairly instead.
+        self._write_lock = write_lock or asyncio.Lock()
         self._db: sqlite3.Connection | None = None
         self._thread: ThreadPoolExecutor | None = None
         self._waiting: list[tuple[str, str, bytes, asyncio.Future[bool]]] = []
@@ -55,6 +61,11 @@ class DeliveryLog:
         # The thread finishes what it started even if the caller is cancelled: a transaction
         # is never left half-done.
         return await asyncio.get_running_loop().run_in_executor(self._thread, work, *args)
+
+    async def _write(self, work: Callable[[sqlite3.Connection], T]) -> T:
+        async with self._write_lock:
+            # Shielded: the lock is held until the transaction is over, cancelled or not.
+            return await asyncio.shield(self._call(self._transaction, work))
 
     def _connect(self) -> None:
         db = sqlite3.connect(
@@ -95,9 +106,7 @@ class DeliveryLog:
         while self._waiting:
             batch, self._waiting = self._waiting, []
             try:
-                results = await self._call(
-                    self._transaction, lambda db, b=batch: _insert(db, [i[:3] for i in b])
-                )
+                results = await self._write(lambda db, b=batch: _insert(db, [i[:3] for i in b]))
             except Exception as exc:
                 for *_, stored in batch:
                     stored.set_exception(exc)
@@ -136,12 +145,11 @@ class DeliveryLog:
             )
             return _claim(db, worker, lease_until, now, limit) if limit > 0 else []
 
-        return await self._call(self._transaction, work)
+        return await self._write(work)
 
     async def release(self, worker: str) -> int:
         """Hand back the deliveries `worker` held before a restart."""
-        return await self._call(
-            self._transaction,
+        return await self._write(
             lambda db: (
                 db.execute(
                     "UPDATE webhook_deliveries SET lease_owner = NULL, lease_expires = NULL"

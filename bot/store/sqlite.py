@@ -112,7 +112,9 @@ class SqliteStore:
         await self._writer.execute("PRAGMA journal_mode = WAL")
         await self._migrate()
         self._reader = await self._connect()
-        self._deliveries = DeliveryLog(self.path, busy_timeout_ms=self.busy_timeout_ms)
+        self._deliveries = DeliveryLog(
+            self.path, busy_timeout_ms=self.busy_timeout_ms, write_lock=self._write_lock
+        )
         await self._deliveries.open()
 
     async def close(self) -> None:
