@@ -105,6 +105,7 @@ class Sandbox:
         self.isolated = works and self.mode != "off"
         if self.isolated:
             self.reason = f"isolated by {self.bwrap}"
+            log.info("commands on repository code run in bubblewrap (%s)", self.bwrap)
             return
         self.reason = "NIMBUS_SANDBOX=off" if self.mode == "off" else why
         log.warning(
