@@ -183,6 +183,15 @@ class Git:
         await self.run(["reset", "--hard", "--quiet", sha], cwd=cwd)
         return sha
 
+    async def discard_changes(self, cwd: Path) -> list[str]:
+        """Put the working tree back to HEAD: what was changed or added (not ignored files)."""
+        status = await self.run(["status", "--porcelain", "-z", "--untracked-files=all"], cwd=cwd)
+        changed = [entry[3:] for entry in status.stdout.split("\0") if len(entry) > 3]
+        if changed:
+            await self.run(["reset", "--hard", "--quiet"], cwd=cwd)
+            await self.run(["clean", "-d", "--force", "--quiet"], cwd=cwd)
+        return changed
+
     async def diff(self, cwd: Path, base: str, head: str = "HEAD") -> str:
         result = await self.run(["diff", "--no-color", "--no-ext-diff", base, head], cwd=cwd)
         return result.stdout

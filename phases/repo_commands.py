@@ -50,6 +50,15 @@ async def run_setup(ctx: PhaseRun, command: str | None, *, network: bool = True)
 
 
 async def run_tests(ctx: PhaseRun, command: str) -> tuple[TestRun, CommandResult]:
+    """Run the tests on the committed state of the clone, and leave the clone as they found it.
+
+    What a test run writes into the clone (reports, caches, rewritten files) is not the agent's
+    work: left there, it would join the next diff people are asked to approve.
+    """
     result = await run_shell(ctx, command, ctx.services.settings.test_timeout)
     run = TestRun(result.exit_code, failed_tests(result.output), result.timed_out)
+    left = await ctx.git.discard_changes(ctx.workdir)
+    if left:
+        shown = ", ".join(left[:5]) + (f" and {len(left) - 5} more" if len(left) > 5 else "")
+        await ctx.log(f"discarded what the test run left in the clone: {shown}")
     return run, result

@@ -55,9 +55,10 @@ WEBHOOK_SECRET = "audit-webhook-secret-7e2a4c9d1b6f3085a7c2"
 # A server variable that is not Nimbus's but holds one of its secrets, as a DSN might.
 DATABASE_URL = f"postgres://nimbus:{MODEL_KEY}@db.internal/nimbus"
 
-# The repository's test command: the tests, then everything it can see, printed and kept.
+# The repository's test command: the tests, then everything it can see, printed and kept (in its
+# HOME: Nimbus puts the clone back as the tests found it after each run).
 LEAKY_TEST_COMMAND = (
-    f"{TEST_COMMAND}; s=$?; env > .audit-test-env.txt; git remote -v;"
+    f"{TEST_COMMAND}; s=$?; env > $HOME/.audit-test-env.txt; git remote -v;"
     " git config --list --show-origin; cat .git/config; env | sort; exit $s"
 )
 FILES = {
@@ -662,11 +663,11 @@ def test_the_leak_attempts_reached_every_output(audit):
     """Without this, finding nothing would prove nothing."""
     workspace = audit.text("workspace")
     assert "AUDIT-AGENT-DUMP implement" in workspace
-    assert "NIMBUS_TASK_ID=" in workspace  # the test command's environment, kept in the clone
+    assert "NIMBUS_TASK_ID=" in workspace  # the test command's environment, kept in its HOME
     assert "remote.origin.url=" in workspace
     assert "AUDIT-AGENT-DUMP" in audit.text("github")
     assert "AUDIT-AGENT-DUMP" in audit.text("pushed")
-    assert "NIMBUS_TASK_ID=" in audit.text("model")  # the model read the test command's env
+    assert "CI=true" in audit.text("model")  # run_tests showed the model the command's env
     assert "AUDIT-AGENT-DUMP plan" in audit.text("events")
     assert "NIMBUS_PHASE=implement" in audit.tasks["agent failed"]["error"]
     assert "Incorrect API key provided" in audit.tasks["model echoes the key"]["error"]

@@ -328,3 +328,20 @@ async def test_an_approved_diff_being_published_cannot_be_cancelled(server, remo
     response = await server.client.post(f"/tasks/{task['id']}/cancel")
     assert response.status_code == 409
     assert (await server.until_ended(task["id"]))["status"] == "completed"
+
+
+async def test_what_a_test_run_leaves_in_the_clone_never_joins_the_diff(server, tmp_path):
+    # The repository's tests write a report, a cache folder and touch a tracked file.
+    litter = "echo report > report.txt; mkdir -p .cache; echo x > .cache/x; echo '#' >> conftest.py"
+    remote = make_repo(tmp_path / "r", config=f"test_command: {litter}; {TEST_COMMAND}\n")
+    repo_id = await server.register(remote)
+    task = await server.create_task(repo_id)
+    await server.until_gate(task["id"], "plan")
+    await server.client.post(f"/tasks/{task['id']}/approve")
+    task = await server.until_gate(task["id"], "diff")
+    diff = (await server.client.get(f"/tasks/{task['id']}/diff")).text
+    assert "calc.py" in diff  # the agent's work
+    assert "report.txt" not in diff and ".cache" not in diff and "conftest.py" not in diff
+    assert "discarded what the test run left in the clone" in logs_of(
+        await server.events(task["id"])
+    )
