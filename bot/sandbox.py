@@ -257,6 +257,7 @@ def _cgroup_parent() -> Path | None:
             continue
         if root.name != "pids" and "pids" not in _read(root / "cgroup.subtree_control"):
             continue  # cgroup v2 without the pids controller delegated here
+        _remove_stale_cgroups(root)
         parent = root / f"nimbus-{os.getpid()}"
         try:
             parent.mkdir(exist_ok=True)
@@ -268,6 +269,18 @@ def _cgroup_parent() -> Path | None:
             continue
         return parent
     return None
+
+
+def _remove_stale_cgroups(root: Path) -> None:
+    """Folders of Nimbus processes that are gone (killed before they could remove theirs)."""
+    for folder in root.glob("nimbus-*"):
+        pid = folder.name.removeprefix("nimbus-")
+        if pid.isdigit() and not Path(f"/proc/{pid}").exists():
+            for group in folder.glob("cmd-*"):
+                with contextlib.suppress(OSError):
+                    group.rmdir()
+            with contextlib.suppress(OSError):
+                folder.rmdir()
 
 
 def _read(path: Path) -> str:

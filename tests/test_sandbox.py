@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import shutil
 import socket
@@ -312,3 +313,21 @@ async def test_a_hostile_repositorys_tests_reach_nothing_through_a_real_task(
     # The probe failed only where it meant to: everything it tried was refused.
     assert "test_the_probe_ran" in baseline
     assert "test_reached_nothing" not in baseline
+
+
+def test_cgroups_left_by_nimbus_processes_that_are_gone_are_removed(outside_tmp):
+    sandbox = Sandbox("auto", [], Limits())
+    if sandbox.process_cap_unavailable():
+        pytest.skip("no cgroup for a process cap here")
+    parent = sandbox._cgroups.parent
+    stale = parent / "nimbus-999999999"  # above any pid_max: no such process
+    stale.mkdir()
+    try:
+        again = Sandbox("auto", [], Limits())
+        assert not stale.exists()
+        assert sandbox._cgroups.exists()  # this process's own is kept
+        again.close()
+    finally:
+        with contextlib.suppress(OSError):
+            stale.rmdir()
+        sandbox.close()
