@@ -8,7 +8,8 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -131,19 +132,24 @@ def remote(tmp_path: Path) -> Path:
     return make_repo(tmp_path / "repo")
 
 
-@pytest.fixture
-def settings(tmp_path: Path) -> Settings:
+def make_settings(root: Path, **overrides: object) -> Settings:
+    """A test server's settings, its data and agents under `root`."""
     return Settings(
-        data_dir=tmp_path / "data",
+        data_dir=root / "data",
         api_key=API_KEY,
-        config_path=write_agents(tmp_path / "agents.toml"),
+        config_path=write_agents(root / "agents.toml"),
         poll_seconds=0.1,
         lease_seconds=30,
         git_timeout=30,
         test_timeout=60,
         setup_timeout=60,
         worker_id="test-worker",
-    )
+    ).with_overrides(**overrides)
+
+
+@pytest.fixture
+def settings(tmp_path: Path) -> Settings:
+    return make_settings(tmp_path)
 
 
 @dataclass
@@ -208,9 +214,9 @@ class Server:
         return [e.to_json() for e in await store.events_after(task_id, 0, limit=10_000)]
 
 
-@pytest.fixture
-async def start_server() -> AsyncIterator[Callable[..., Any]]:
-    """Start servers with given settings; all are shut down at the end of the test."""
+@asynccontextmanager
+async def servers() -> AsyncIterator[Callable[[Settings], Awaitable[Server]]]:
+    """Start real servers on loopback ports with given settings; all stop when the block ends."""
     running: list[tuple[uvicorn.Server, asyncio.Task[None], httpx2.AsyncClient]] = []
 
     async def start(settings: Settings) -> Server:
@@ -233,11 +239,20 @@ async def start_server() -> AsyncIterator[Callable[..., Any]]:
         running.append((server, job, client))
         return Server(url=url, client=client, settings=settings, app=app)
 
-    yield start
-    for server, job, client in running:
-        await client.aclose()
-        server.should_exit = True
-        await asyncio.wait_for(job, 30)
+    try:
+        yield start
+    finally:
+        for server, job, client in running:
+            await client.aclose()
+            server.should_exit = True
+            await asyncio.wait_for(job, 30)
+
+
+@pytest.fixture
+async def start_server() -> AsyncIterator[Callable[[Settings], Awaitable[Server]]]:
+    """Start servers with given settings; all are shut down at the end of the test."""
+    async with servers() as start:
+        yield start
 
 
 @pytest.fixture

@@ -5,7 +5,7 @@ A missing key is 401 except on the public endpoints (`/healthz`, `/openapi.json`
 or workspace is 404, or 422 for a body naming A's workspace or repo, in words that do not tell it
 from one that does not exist. A refused request changes nothing.
 
-All cells share one real server (tests/module_server.py: a fresh server and task per cell would
+All cells share one real server (conftest's `servers`: a fresh server and task per cell would
 make this file take a minute). Each call that moves a task gets a task of its own; the refused
 calls share one task per gate and check that it stays there.
 """
@@ -29,8 +29,7 @@ import websockets
 from websockets.exceptions import InvalidStatus
 
 from bot.keys import hash_key
-from tests.conftest import API_KEY, Server, make_repo
-from tests.module_server import module_settings, servers
+from tests.conftest import API_KEY, Server, make_repo, make_settings, servers
 from tests.test_github_flow import GitHubWorld, github_world
 from tests.test_github_reviews import KEY as GITHUB_KEY
 from tests.test_github_reviews import MULTIPLY, PR_URL, registered
@@ -112,7 +111,7 @@ async def task_at(server: Server, repo_id: str, state: str) -> str:
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
 async def world(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[World]:
     root = tmp_path_factory.mktemp("matrix")
-    settings = module_settings(root, max_concurrent_tasks=10)
+    settings = make_settings(root, max_concurrent_tasks=10)
     async with servers() as start, github_world(root / "github", start, settings) as github:
         github.commit_on("feature", "calc.py", MULTIPLY, new=True)
         github.github.add_pull("octo-org", "hello", "feature", title="Add multiply")

@@ -178,7 +178,7 @@ async def test_a_burst_of_deliveries_is_stored_whole(github_server):
     assert [a.json()["new"] for a in again] == [False] * 60
 
 
-async def test_a_backlog_is_processed_once_each_in_batches(github_server):
+async def test_a_backlog_is_processed_once_each(github_server):
     sent = [delivery("issue_comment", "created.payload.json") for _ in range(40)]
     await asyncio.gather(
         *(github_server.client.post("/github/webhooks", content=b, headers=h) for b, h in sent)

@@ -23,6 +23,14 @@ needs_bwrap = pytest.mark.skipif(
     not shutil.which("bwrap") and not REQUIRED, reason="bubblewrap is not installed"
 )
 
+
+def unavailable(why: str) -> None:
+    """Skip for want of something this machine lacks; under CI (REQUIRED) that is a failure."""
+    if REQUIRED:
+        pytest.fail(f"required under CI: {why}")
+    pytest.skip(why)
+
+
 KEY_TEXT = "-----BEGIN RSA PRIVATE KEY-----\nsandbox-test-key\n-----END RSA PRIVATE KEY-----\n"
 
 
@@ -79,7 +87,7 @@ async def world(outside_tmp):
     if REQUIRED:
         assert made.runner.isolated, made.sandbox.reason
     elif not made.runner.isolated:
-        pytest.skip(f"bwrap cannot isolate here: {made.sandbox.reason}")
+        unavailable(f"bwrap cannot isolate here: {made.sandbox.reason}")
     yield made
     made.sandbox.close()
 
@@ -180,7 +188,7 @@ async def test_a_fork_bomb_meets_the_process_cap(outside_tmp):
     world = World(outside_tmp, Limits(processes=64))
     await world.runner.check_sandbox()
     if world.sandbox.process_cap_unavailable() and os.geteuid() == 0:
-        pytest.skip("no cgroup for a process cap here, and RLIMIT_NPROC does not hold for root")
+        unavailable("no cgroup for a process cap here, and RLIMIT_NPROC does not hold for root")
     try:
         result = await world.run(FORK_BOMB, timeout=20)
     finally:
@@ -220,7 +228,7 @@ async def test_file_size_and_memory_limits_stop_the_command_not_nimbus(outside_t
 )
 async def test_real_toolchains_run_under_the_default_limits(world, program):
     if not shutil.which(program[0]):
-        pytest.skip(f"{program[0]} is not installed")
+        unavailable(f"{program[0]} is not installed")
     result = await world.runner.run(
         program,
         cwd=world.clone,
@@ -318,7 +326,7 @@ async def test_a_hostile_repositorys_tests_reach_nothing_through_a_real_task(
 def test_cgroups_left_by_nimbus_processes_that_are_gone_are_removed(outside_tmp):
     sandbox = Sandbox("auto", [], Limits())
     if sandbox.process_cap_unavailable():
-        pytest.skip("no cgroup for a process cap here")
+        unavailable("no cgroup for a process cap here")
     parent = sandbox._cgroups.parent
     stale = parent / "nimbus-999999999"  # above any pid_max: no such process
     stale.mkdir()

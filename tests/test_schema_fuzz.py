@@ -27,8 +27,7 @@ from schemathesis.specs.openapi.checks import (
 )
 
 from bot.api.openapi import build_openapi
-from tests.conftest import API_KEY, make_repo
-from tests.module_server import module_settings, servers
+from tests.conftest import API_KEY, make_repo, make_settings, servers
 from tests.test_github_webhooks import SECRET, sign
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
@@ -68,7 +67,7 @@ async def target(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[dict
     gate, an ended task."""
     root = tmp_path_factory.mktemp("fuzz")
     async with servers() as start:
-        server = await start(module_settings(root, github_webhook_secret=SECRET))
+        server = await start(make_settings(root, github_webhook_secret=SECRET))
         live = await server.register(make_repo(root / "live", config=FAST_CONFIG))
         gone = make_repo(root / "gone", config=FAST_CONFIG)
         gone_id = await server.register(gone)
