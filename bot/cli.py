@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import logging
 import os
 import shlex
@@ -62,6 +63,9 @@ def serve(settings: Settings) -> int:
         lifespan="on",
     )
     server = uvicorn.Server(config)
+    # What start-up made (modules, the app) lives as long as the process: the collector need
+    # not walk it again. Each full collection did, for 15-20 ms with every request waiting.
+    gc.freeze()
     print(f"Nimbus listening on http://{host}:{port}", flush=True)
     asyncio.run(server.serve(sockets=[sock]))
     return 0

@@ -191,3 +191,46 @@ async def test_a_backlog_is_processed_once_each(github_server):
         await asyncio.sleep(0.05)
     assert len(rows) == 40
     assert all(r["processed_us"] and r["attempts"] == 1 and r["error"] is None for r in rows)
+
+
+async def processed(server) -> int:
+    store = server.app.state.services.store
+    rows = await store._fetchall(
+        "SELECT count(*) AS n FROM webhook_deliveries WHERE processed_us IS NOT NULL"
+    )
+    return rows[0]["n"]
+
+
+async def until_processed(server, count: int) -> None:
+    for _ in range(200):
+        if await processed(server) == count:
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"{await processed(server)} of {count} deliveries processed")
+
+
+async def test_processing_waits_while_deliveries_are_being_received(github_server):
+    worker = github_server.app.state.deliveries
+    worker.give_way = 60.0  # longer than the test: only the end of the receipt lets it go on
+    sent = [delivery("issue_comment", "created.payload.json") for _ in range(5)]
+    with worker.receiving():  # a receipt in progress, as a large body being read would be
+        for body, headers in sent:
+            answer = await github_server.client.post(
+                "/github/webhooks", content=body, headers=headers
+            )
+            assert answer.status_code == 202
+        await asyncio.sleep(0.5)
+        assert await processed(github_server) == 0
+    await until_processed(github_server, 5)
+
+
+async def test_a_flood_of_receipts_slows_processing_but_does_not_stop_it(github_server):
+    worker = github_server.app.state.deliveries
+    sent = [delivery("issue_comment", "created.payload.json") for _ in range(20)]
+    with worker.receiving():  # never quiet while these are processed
+        for body, headers in sent:
+            answer = await github_server.client.post(
+                "/github/webhooks", content=body, headers=headers
+            )
+            assert answer.status_code == 202
+        await until_processed(github_server, 20)

@@ -7,6 +7,7 @@ import contextlib
 import json
 import logging
 import time
+from collections.abc import Iterator
 
 from gidgethub import routing, sansio
 
@@ -21,6 +22,11 @@ ROUTER = routing.Router(installations.router, issues.router, pulls.router)
 # Deliveries leased at once when there is a backlog (a lone delivery is taken on its own).
 BATCH = 16
 LINGER = 0.02  # seconds between batches while deliveries keep coming
+# While deliveries are being received, each one processed first waits this long at most for a
+# moment when none is: answering comes first, since GitHub gives a delivery 10 s to be answered
+# and does not send it again on its own, where a stored one only waits its turn. Under a flood
+# the worker still processes one delivery per this interval, and the rest once it is over.
+GIVE_WAY = 0.01
 
 
 class DeliveryWorker:
@@ -35,6 +41,27 @@ class DeliveryWorker:
         # Processed (with the error, if any) or handed back, not yet written to the store.
         self._finished: list[tuple[str, str | None]] = []
         self._released: list[str] = []
+        self.give_way = GIVE_WAY
+        self._arriving = 0  # deliveries being received now
+        self._quiet = asyncio.Event()
+        self._quiet.set()
+
+    @contextlib.contextmanager
+    def receiving(self) -> Iterator[None]:
+        """Around the receipt of a delivery: processing waits for it (up to `give_way`)."""
+        self._arriving += 1
+        self._quiet.clear()
+        try:
+            yield
+        finally:
+            self._arriving -= 1
+            if not self._arriving:
+                self._quiet.set()
+
+    async def _give_way(self) -> None:
+        if self._arriving:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._quiet.wait(), self.give_way)
 
     async def start(self) -> None:
         # What this worker was processing when it stopped is taken again at once.
@@ -85,6 +112,7 @@ class DeliveryWorker:
         The deliveries processed are marked in the same transaction that leases the next
         batch: one database hand-over per batch rather than two per delivery.
         """
+        await self._give_way()
         started = time.time()
         batch = await self._take(BATCH)
         # A delivery whose lease is about to end is handed back instead of processed: another
@@ -94,6 +122,8 @@ class DeliveryWorker:
             if time.time() > deadline:
                 self._released += [item[0] for item in batch[n:]]
                 break
+            if n:
+                await self._give_way()
             error = await self._process(delivery_id, event_name, payload)
             self._finished.append((delivery_id, error))
         return len(batch)

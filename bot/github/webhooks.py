@@ -26,6 +26,11 @@ class NotConfigured(ApiError):
 
 async def receive(request: Request) -> Response:
     """Store a signed delivery for the worker; a redelivery (same id) changes nothing."""
+    with request.app.state.deliveries.receiving():
+        return await _receive(request)
+
+
+async def _receive(request: Request) -> Response:
     services: Services = request.app.state.services
     secret = services.settings.github_webhook_secret
     if not secret:

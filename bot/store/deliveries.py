@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import TypeVar
 
 from bot.models import now_us
+from bot.store.checkpoint import defer_checkpoints
 
 T = TypeVar("T")
 
@@ -29,9 +30,16 @@ class DeliveryLog:
     """Stores, leases and finishes deliveries; writes arriving together share one commit."""
 
     def __init__(
-        self, path: Path, *, busy_timeout_ms: int, write_lock: asyncio.Lock | None = None
+        self,
+        path: Path,
+        *,
+        busy_timeout_ms: int,
+        write_lock: asyncio.Lock | None = None,
+        committed: Callable[[], None] | None = None,
     ) -> None:
         self.path = path
+        # Told after every commit (the store's checkpointer), on the event loop.
+        self._committed = committed
         self.busy_timeout_ms = busy_timeout_ms
         # The store's own writer takes turns with this one through this lock: SQLite's busy
         # handler only polls, and left to it a delivery lost the race to back-to-back task
@@ -39,22 +47,33 @@ class DeliveryLog:
         self._write_lock = write_lock or asyncio.Lock()
         self._db: sqlite3.Connection | None = None
         self._thread: ThreadPoolExecutor | None = None
+        # Payloads are read on a connection and thread of their own, after the lease is
+        # committed: reading them does not hold up the deliveries being stored.
+        self._reader: sqlite3.Connection | None = None
+        self._reader_thread: ThreadPoolExecutor | None = None
         self._waiting: list[tuple[str, str, bytes, asyncio.Future[bool]]] = []
         self._writer: asyncio.Task[None] | None = None
 
     async def open(self) -> None:
         self._thread = ThreadPoolExecutor(1, thread_name_prefix="nimbus-deliveries")
-        await self._call(self._connect)
+        self._reader_thread = ThreadPoolExecutor(1, thread_name_prefix="nimbus-payloads")
+        self._db = await self._call(self._connect)
+        self._reader = await self._read(self._connect)
+        self._reader.execute("PRAGMA query_only = ON")
 
     async def close(self) -> None:
         if self._writer is not None:
             # Deliveries already answered 202 are committed before the connection goes.
             await asyncio.gather(self._writer, return_exceptions=True)
+        if self._reader_thread is not None:
+            if self._reader is not None:
+                await self._read(self._reader.close)
+            self._reader_thread.shutdown(wait=True)
         if self._thread is not None:
             if self._db is not None:
                 await self._call(self._db.close)
             self._thread.shutdown(wait=True)
-        self._db = self._thread = None
+        self._db = self._thread = self._reader = self._reader_thread = None
 
     async def _call(self, work: Callable[..., T], *args: object) -> T:
         assert self._thread is not None, "store is not open"
@@ -62,12 +81,21 @@ class DeliveryLog:
         # is never left half-done.
         return await asyncio.get_running_loop().run_in_executor(self._thread, work, *args)
 
-    async def _write(self, work: Callable[[sqlite3.Connection], T]) -> T:
-        async with self._write_lock:
-            # Shielded: the lock is held until the transaction is over, cancelled or not.
-            return await asyncio.shield(self._call(self._transaction, work))
+    async def _read(self, work: Callable[..., T], *args: object) -> T:
+        assert self._reader_thread is not None, "store is not open"
+        return await asyncio.get_running_loop().run_in_executor(self._reader_thread, work, *args)
 
-    def _connect(self) -> None:
+    async def _write(self, work: Callable[[sqlite3.Connection], T], *, shield: bool = True) -> T:
+        async with self._write_lock:
+            done = self._call(self._transaction, work)
+            # Shielded: the lock is held until the transaction is over, cancelled or not. A
+            # caller that is never cancelled spares the task it takes (a turn of the loop).
+            result = await (asyncio.shield(done) if shield else done)
+        if self._committed is not None:
+            self._committed()
+        return result
+
+    def _connect(self) -> sqlite3.Connection:
         db = sqlite3.connect(
             self.path,
             isolation_level=None,
@@ -76,7 +104,8 @@ class DeliveryLog:
         )
         db.execute("PRAGMA foreign_keys = ON")
         db.execute("PRAGMA synchronous = NORMAL")
-        self._db = db
+        defer_checkpoints(db)
+        return db
 
     def _transaction(self, work: Callable[[sqlite3.Connection], T]) -> T:
         db = self._db
@@ -96,23 +125,29 @@ class DeliveryLog:
         """Store a delivery; False when it is already stored and not failed."""
         # Group commit: deliveries arriving while a batch is written go into the next one, and
         # each caller answers only once its own delivery is committed.
+        # A caller cancelled while it waits cancels only its wait: the writer goes on.
         stored: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
         self._waiting.append((delivery_id, event, payload, stored))
         if self._writer is None or self._writer.done():
             self._writer = asyncio.create_task(self._write_waiting())
-        return await asyncio.shield(stored)
+        return await stored
 
     async def _write_waiting(self) -> None:
+        # Never cancelled (close() waits for it), hence no shield around its writes.
         while self._waiting:
             batch, self._waiting = self._waiting, []
             try:
-                results = await self._write(lambda db, b=batch: _insert(db, [i[:3] for i in b]))
+                results = await self._write(
+                    lambda db, b=batch: _insert(db, [i[:3] for i in b]), shield=False
+                )
             except Exception as exc:
                 for *_, stored in batch:
-                    stored.set_exception(exc)
+                    if not stored.done():
+                        stored.set_exception(exc)
                 continue
             for (*_, stored), result in zip(batch, results, strict=True):
-                stored.set_result(result)
+                if not stored.done():
+                    stored.set_result(result)
 
     # Processing (the delivery worker)
 
@@ -128,10 +163,11 @@ class DeliveryLog:
     ) -> list[Claimed]:
         """Mark `finished` processed and hand back `released`, then lease up to `limit` more.
 
-        One transaction: a worker going through a backlog pays one hand-over per batch.
+        One transaction: a worker going through a backlog pays one write per batch; the
+        payloads are read after it, on the reading connection.
         """
 
-        def work(db: sqlite3.Connection) -> list[Claimed]:
+        def work(db: sqlite3.Connection) -> list[tuple[str, str]]:
             done = now_us()
             db.executemany(
                 "UPDATE webhook_deliveries SET processed_us = ?, error = ?, lease_owner = NULL,"
@@ -145,7 +181,11 @@ class DeliveryLog:
             )
             return _claim(db, worker, lease_until, now, limit) if limit > 0 else []
 
-        return await self._write(work)
+        leased = await self._write(work)
+        if not leased:
+            return []
+        payloads = await self._read(_payloads, self._reader, [d for d, _ in leased])
+        return [(delivery_id, event, payloads[delivery_id]) for delivery_id, event in leased]
 
     async def release(self, worker: str) -> int:
         """Hand back the deliveries `worker` held before a restart."""
@@ -204,22 +244,30 @@ def _insert(db: sqlite3.Connection, batch: list[tuple[str, str, bytes]]) -> list
 
 def _claim(
     db: sqlite3.Connection, worker: str, lease_until: float, now: float, limit: int
-) -> list[Claimed]:
+) -> list[tuple[str, str]]:
+    """Lease up to `limit` pending deliveries, oldest first: (delivery id, event) each."""
     leased = db.execute(
         "UPDATE webhook_deliveries SET lease_owner = ?, lease_expires = ?,"
         " attempts = attempts + 1 WHERE delivery_id IN ("
         " SELECT delivery_id FROM webhook_deliveries WHERE processed_us IS NULL"
         " AND (lease_owner IS NULL OR lease_expires < ?) ORDER BY received_us LIMIT ?)"
-        " RETURNING delivery_id",
+        " RETURNING delivery_id, event, received_us",
         (worker, lease_until, now, limit),
     ).fetchall()  # all of it: a RETURNING statement left unfinished would hold up the COMMIT
-    if not leased:
-        return []
-    # RETURNING gives no order: read them back oldest first, as they arrived.
-    rows = db.execute(
-        "SELECT d.delivery_id, d.event, p.payload FROM webhook_deliveries AS d"
-        " LEFT JOIN webhook_payloads AS p USING (delivery_id)"
-        f" WHERE d.delivery_id IN ({','.join('?' * len(leased))}) ORDER BY d.received_us",
-        [delivery_id for (delivery_id,) in leased],
-    ).fetchall()
-    return [(delivery_id, event, bytes(payload or b"")) for delivery_id, event, payload in rows]
+    # RETURNING gives no order: oldest first, as they arrived.
+    leased.sort(key=lambda row: row[2])
+    return [(delivery_id, event) for delivery_id, event, _ in leased]
+
+
+def _payloads(db: sqlite3.Connection | None, ids: list[str]) -> dict[str, bytes]:
+    assert db is not None, "store is not open"
+    found: dict[str, bytes] = dict.fromkeys(ids, b"")
+    for start in range(0, len(ids), _IDS_PER_QUERY):
+        part = ids[start : start + _IDS_PER_QUERY]
+        rows = db.execute(
+            "SELECT delivery_id, payload FROM webhook_payloads"
+            f" WHERE delivery_id IN ({','.join('?' * len(part))})",
+            part,
+        )
+        found.update((delivery_id, bytes(payload)) for delivery_id, payload in rows)
+    return found

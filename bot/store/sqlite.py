@@ -12,6 +12,7 @@ import aiosqlite
 
 from bot.models import Event, NewEvent, Repo, Task, Workspace, new_id, now_us
 from bot.store import TASK_COLUMNS
+from bot.store.checkpoint import BACKSTOP_PAGES, Checkpointer
 from bot.store.deliveries import DeliveryLog
 from bot.store.migrations import MIGRATIONS
 from phases.machine import WORKING, Gate, Outcome, Phase, status_for
@@ -97,6 +98,7 @@ class SqliteStore:
         self._write_lock = asyncio.Lock()
         # Webhook deliveries, on a connection and thread of their own (bot/store/deliveries.py).
         self._deliveries: DeliveryLog | None = None
+        self._checkpointer: Checkpointer | None = None
 
     async def _connect(self) -> aiosqlite.Connection:
         conn = await aiosqlite.connect(self.path, isolation_level=None)
@@ -104,6 +106,8 @@ class SqliteStore:
         await conn.execute(f"PRAGMA busy_timeout = {self.busy_timeout_ms}")
         await conn.execute("PRAGMA foreign_keys = ON")
         await conn.execute("PRAGMA synchronous = NORMAL")
+        # Checkpoints run on the checkpointer's thread, not inside this connection's commits.
+        await conn.execute(f"PRAGMA wal_autocheckpoint = {BACKSTOP_PAGES}")
         return conn
 
     async def open(self) -> None:
@@ -112,8 +116,15 @@ class SqliteStore:
         await self._writer.execute("PRAGMA journal_mode = WAL")
         await self._migrate()
         self._reader = await self._connect()
-        self._deliveries = DeliveryLog(
+        self._checkpointer = Checkpointer(
             self.path, busy_timeout_ms=self.busy_timeout_ms, write_lock=self._write_lock
+        )
+        await self._checkpointer.start()
+        self._deliveries = DeliveryLog(
+            self.path,
+            busy_timeout_ms=self.busy_timeout_ms,
+            write_lock=self._write_lock,
+            committed=self._checkpointer.written,
         )
         await self._deliveries.open()
 
@@ -121,6 +132,9 @@ class SqliteStore:
         if self._deliveries is not None:
             await self._deliveries.close()
             self._deliveries = None
+        if self._checkpointer is not None:
+            await self._checkpointer.stop()
+            self._checkpointer = None
         for conn in (self._reader, self._writer):
             if conn is not None:
                 await conn.close()
@@ -154,7 +168,9 @@ class SqliteStore:
                 await conn.execute("ROLLBACK")
                 raise
             await conn.execute("COMMIT")
-            return result
+        if self._checkpointer is not None:
+            self._checkpointer.written()
+        return result
 
     async def _fetchall(
         self, sql: str, params: Sequence[Any] = (), conn: aiosqlite.Connection | None = None
