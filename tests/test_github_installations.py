@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import time
 import uuid
 
 import pytest
 
+from bot.github.context import GitHubContext
 from bot.keys import hash_key
 from bot.models import Repo, new_id, now_us
 from bot.store.sqlite import SqliteStore
@@ -177,3 +179,19 @@ async def test_a_delivery_stored_before_a_crash_is_processed_after_the_restart(
     server = await start_server(settings)
     assert await processed(server, "d-crash") is None
     assert "Codertocat/Hello-World" in await repos_of(server, "ws-gh-957387")
+
+
+async def test_a_known_installation_and_repository_are_not_written_again(github_server, tmp_path):
+    store = SqliteStore(tmp_path / "own.db")
+    await store.open()
+    services = dataclasses.replace(github_server.app.state.services, store=store)
+    ctx = GitHubContext(services, None)
+    repository = {"id": 1296269, "full_name": "octo/known", "default_branch": "main"}
+    first = await ctx.register(4343, repository)
+    assert [r.id for r in await store.list_repos("ws-gh-4343")] == [first.id]
+    await store.close()
+    # Every delivery names them again: answered from memory, the store is not even asked.
+    assert await ctx.register(4343, repository) == first
+    assert await ctx.install({"id": 4343, "account": {"login": "octo"}}) == "ws-gh-4343"
+    with pytest.raises(AssertionError, match="not open"):  # a repository it does not know
+        await ctx.register(4343, {**repository, "id": 7, "full_name": "octo/other"})

@@ -38,6 +38,11 @@ class GitHubContext:
     services: Services
     app: GitHubApp | None
     _permissions: dict[tuple[str, str], tuple[bool, float]] = field(default_factory=dict)
+    # Every App delivery names its installation and repository; once stored, they are not
+    # written again (two write transactions a delivery otherwise). Safe to keep: Nimbus never
+    # deletes a workspace or a repository, and what a repeat would write is already there.
+    _workspaces: set[str] = field(default_factory=set)
+    _repos: dict[tuple[int, str, int], Repo] = field(default_factory=dict)
 
     async def can_write(self, gh: Any, full_name: str, login: str) -> bool:
         """Whether `login` has write, maintain or admin access (cached briefly)."""
@@ -52,15 +57,25 @@ class GitHubContext:
 
     async def install(self, installation: dict) -> str:
         """The installation's workspace, created on first sight."""
-        account = (installation.get("account") or {}).get("login") or "github"
         workspace = workspace_id(int(installation["id"]))
-        await self.services.store.ensure_workspace(workspace, f"GitHub: {account}")
+        if workspace not in self._workspaces:
+            # The name is given when the workspace is made, and kept after.
+            account = (installation.get("account") or {}).get("login") or "github"
+            await self.services.store.ensure_workspace(workspace, f"GitHub: {account}")
+            self._workspaces.add(workspace)
         return workspace
 
     async def register(self, installation_id: int, repository: dict) -> Repo:
-        """Register (or update) a repository of the installation."""
-        workspace = await self.install({"id": installation_id})
+        """Register (or update) a repository of the installation; the `Repo` as registered.
+
+        Its id, workspace and `github` are current; its default branch is as it was then (the
+        first clone may have set it since): ask the store for that.
+        """
         full_name = repository["full_name"]
+        key = (installation_id, full_name, int(repository["id"]))
+        if key in self._repos:
+            return self._repos[key]
+        workspace = await self.install({"id": installation_id})
         url = f"{web_url(self.services.settings.github_api_url)}/{full_name}.git"
         github = {
             "installation_id": installation_id,
@@ -70,7 +85,8 @@ class GitHubContext:
         repo = Repo(
             new_id("repo"), workspace, url, repository.get("default_branch"), now_us(), github
         )
-        return await self.services.store.add_repo(repo)
+        self._repos[key] = stored = await self.services.store.add_repo(repo)
+        return stored
 
     async def cancel(self, tasks: list[Task], why: str) -> int:
         cancelled = 0
