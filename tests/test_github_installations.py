@@ -171,7 +171,7 @@ async def test_a_delivery_stored_before_a_crash_is_processed_after_the_restart(
     await store.open()
     payload = json.dumps(example("installation", "created.payload.json")).encode()
     await store.record_delivery("d-crash", "installation", payload)
-    assert await store.claim_delivery(
+    assert await store.take_deliveries(
         f"{settings.worker_name}:github", time.time() + 600, time.time()
     )
     await store.close()

@@ -446,10 +446,13 @@ async def test_deliveries_arriving_together_are_stored_once_each(store):
     )
     assert sum(results) == 40
     assert {d for d, new in zip(ids, results, strict=True) if new} == set(ids)
-    claimed = []
-    while found := await store.claim_delivery("w", time.time() + 60, time.time()):
-        claimed.append(found)
-        await store.finish_delivery(found[0], "boom" if found[0] == "d-7" else None)
+    claimed, finished = [], []
+    while found := await store.take_deliveries(
+        "w", time.time() + 60, time.time(), finished=finished
+    ):
+        claimed += found
+        finished = [(d, "boom" if d == "d-7" else None) for d, _, _ in found]
+    await store.take_deliveries("w", 0, 0, finished=finished, limit=0)
     assert sorted(d for d, _, _ in claimed) == sorted(set(ids))
     assert all(payload == d.encode() for d, _, payload in claimed)
     # Redelivered: the one that failed is taken again, the ones that succeeded are not.

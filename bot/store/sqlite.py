@@ -515,13 +515,6 @@ class SqliteStore:
 
     # Webhook deliveries (processed by the GitHub layer)
 
-    async def claim_delivery(
-        self, worker: str, lease_until: float, now: float
-    ) -> tuple[str, str, bytes] | None:
-        """Lease the oldest delivery not yet processed: (delivery id, event, payload)."""
-        claimed = await self._log().take(worker, lease_until, now)
-        return claimed[0] if claimed else None
-
     async def take_deliveries(
         self,
         worker: str,
@@ -605,10 +598,6 @@ class SqliteStore:
     async def release_deliveries(self, worker: str) -> int:
         """Hand back the deliveries `worker` held before a restart."""
         return await self._log().release(worker)
-
-    async def finish_delivery(self, delivery_id: str, error: str | None) -> None:
-        """Mark a delivery processed; with `error`, GitHub's redelivery will be taken again."""
-        await self._log().take("", 0, 0, finished=[(delivery_id, error)], limit=0)
 
     async def record_delivery(self, delivery_id: str, event: str, payload: bytes) -> bool:
         return await self._log().record(delivery_id, event, payload)
