@@ -27,7 +27,6 @@ import asyncio
 import contextlib
 import json
 import logging
-import os
 import platform
 import re
 import statistics
@@ -49,7 +48,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from app import create_app  # noqa: E402
-from bench.common import BenchError, cpu_model, give_up, leave_scratch  # noqa: E402
+from bench.common import BenchError, cpu_model, git, give_up, leave_scratch  # noqa: E402
 from bot.cli import _listen  # noqa: E402
 from bot.inventory import take_inventory  # noqa: E402
 from bot.settings import Settings  # noqa: E402
@@ -410,26 +409,6 @@ class ScriptedAgent:
 # The repository
 
 
-def git_sync(*args: str, cwd: Path) -> str:
-    env = {
-        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
-        "LANG": os.environ.get("LANG", "C.UTF-8"),
-        "HOME": str(cwd),
-        "GIT_CONFIG_NOSYSTEM": "1",
-        "GIT_TERMINAL_PROMPT": "0",
-        "GIT_AUTHOR_NAME": "Bench",
-        "GIT_AUTHOR_EMAIL": "bench@example.com",
-        "GIT_COMMITTER_NAME": "Bench",
-        "GIT_COMMITTER_EMAIL": "bench@example.com",
-    }
-    done = subprocess.run(
-        ["git", *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=120
-    )
-    if done.returncode != 0:
-        raise BenchError(f"git {' '.join(args)} failed: {done.stderr.strip()}")
-    return done.stdout.strip()
-
-
 @dataclass
 class Repository:
     source: Path
@@ -459,18 +438,18 @@ def prepare_repository(source: Path, root: Path) -> Repository:
     if not source.exists():
         raise BenchError(f"--repo {source}: no such folder")
     try:
-        top = Path(git_sync("rev-parse", "--show-toplevel", cwd=source))
+        top = Path(git("rev-parse", "--show-toplevel", cwd=source))
     except BenchError:
         top = source  # a bare repository
-    commit = git_sync("rev-parse", "HEAD", cwd=source)
+    commit = git("rev-parse", "HEAD", cwd=source)
     remote = root / "remote.git"
-    git_sync("clone", "-q", "--bare", str(top), str(remote), cwd=root)
+    git("clone", "-q", "--bare", str(top), str(remote), cwd=root)
     work = root / "work"
-    git_sync("clone", "-q", str(remote), str(work), cwd=root)
-    branch = git_sync("rev-parse", "--abbrev-ref", "HEAD", cwd=work)
+    git("clone", "-q", str(remote), str(work), cwd=root)
+    branch = git("rev-parse", "--abbrev-ref", "HEAD", cwd=work)
     if branch == "HEAD":  # the source's HEAD is detached: give its commit a branch
         branch = "nimbus-bench-base"
-        git_sync("checkout", "-q", "-b", branch, cwd=work)
+        git("checkout", "-q", "-b", branch, cwd=work)
     config_file = work / CONFIG_PATH
     config: dict[str, Any] = {}
     if config_file.is_file():
@@ -486,10 +465,10 @@ def prepare_repository(source: Path, root: Path) -> Repository:
     config.pop("setup_command", None)
     config_file.parent.mkdir(parents=True, exist_ok=True)
     config_file.write_text(yaml.safe_dump(config, sort_keys=False))
-    git_sync("add", CONFIG_PATH, cwd=work)
-    git_sync("commit", "-q", "--no-verify", "-m", "benchmark: instant test command", cwd=work)
-    git_sync("push", "-q", "origin", f"HEAD:{branch}", cwd=work)
-    files = [f for f in git_sync("ls-files", "-z", cwd=work).split("\0") if f]
+    git("add", CONFIG_PATH, cwd=work)
+    git("commit", "-q", "--no-verify", "-m", "benchmark: instant test command", cwd=work)
+    git("push", "-q", "origin", f"HEAD:{branch}", cwd=work)
+    files = [f for f in git("ls-files", "-z", cwd=work).split("\0") if f]
     text_files = lines = size = 0
     for name in files:
         path = work / name

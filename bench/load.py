@@ -56,7 +56,7 @@ from websockets.exceptions import ConnectionClosedError, WebSocketException
 ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
-from bench.common import BenchError, cpu_model, give_up, leave_scratch  # noqa: E402
+from bench.common import BenchError, cpu_model, git, give_up, leave_scratch  # noqa: E402
 from bench.webhook_ingest import (  # noqa: E402
     PAYLOAD,
     SECRET,
@@ -90,23 +90,6 @@ TEST_COMMANDS = {"true": '"true"', "pytest": f"{sys.executable} -m pytest -q -p 
 
 # ---------------------------------------------------------------------------------------------
 # Fixture: the repository and the agents (before the event loop runs)
-
-
-def git(*args: str, cwd: Path) -> None:
-    env = {
-        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
-        "HOME": str(cwd),
-        "GIT_CONFIG_NOSYSTEM": "1",
-        "GIT_AUTHOR_NAME": "Bench",
-        "GIT_AUTHOR_EMAIL": "bench@example.com",
-        "GIT_COMMITTER_NAME": "Bench",
-        "GIT_COMMITTER_EMAIL": "bench@example.com",
-    }
-    done = subprocess.run(
-        ["git", *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=60
-    )
-    if done.returncode != 0:
-        raise BenchError(f"git {' '.join(args)} failed: {done.stderr.strip()}")
 
 
 def make_repo(root: Path, test_command: str) -> Path:

@@ -42,7 +42,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from app import create_app  # noqa: E402
-from bench.common import BenchError, cpu_model, give_up, leave_scratch  # noqa: E402
+from bench.common import BenchError, cpu_model, git, give_up, leave_scratch  # noqa: E402
 from bot.cli import _listen  # noqa: E402
 from bot.settings import Settings  # noqa: E402
 
@@ -89,25 +89,6 @@ class Fixture:
     raw_remotes: dict[int, Path] = field(default_factory=dict)  # raw parallel, one per round
 
 
-def _git_sync(*args: str, cwd: Path) -> str:
-    env = {
-        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
-        "LANG": os.environ.get("LANG", "C.UTF-8"),
-        "HOME": str(cwd),
-        "GIT_CONFIG_NOSYSTEM": "1",
-        "GIT_AUTHOR_NAME": "Bench",
-        "GIT_AUTHOR_EMAIL": "bench@example.com",
-        "GIT_COMMITTER_NAME": "Bench",
-        "GIT_COMMITTER_EMAIL": "bench@example.com",
-    }
-    done = subprocess.run(
-        ["git", *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=60
-    )
-    if done.returncode != 0:
-        raise BenchError(f"git {' '.join(args)} failed: {done.stderr.strip()}")
-    return done.stdout.strip()
-
-
 def make_fixture(root: Path, sizes: Sequence[int]) -> Fixture:
     work = root / "work"
     work.mkdir(parents=True)
@@ -115,13 +96,13 @@ def make_fixture(root: Path, sizes: Sequence[int]) -> Fixture:
         path = work / name
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(text)
-    _git_sync("init", "-q", "-b", "main", cwd=work)
-    _git_sync("add", "-A", cwd=work)
-    _git_sync("commit", "-q", "-m", "initial", cwd=work)
+    git("init", "-q", "-b", "main", cwd=work)
+    git("add", "-A", cwd=work)
+    git("commit", "-q", "-m", "initial", cwd=work)
 
     def bare(name: str) -> Path:
         path = root / name
-        _git_sync("clone", "-q", "--bare", str(work), str(path), cwd=root)
+        git("clone", "-q", "--bare", str(work), str(path), cwd=root)
         return path
 
     agent = root / "agent.sh"
@@ -225,7 +206,10 @@ async def raw_task(fx: Fixture, name: str, remote: Path) -> dict[str, float]:
     await git("checkout", "--quiet", "-b", branch)
     phase("INDEXING")
     await git("ls-files", "-z")
+    await git("rev-parse", "HEAD")
+    await git("ls-tree", "-r", "-z", "--full-tree", base)
     await test()
+    await git("status", "--porcelain", "-z", "--untracked-files=all")  # the test run left nothing
     phase("PLANNING")
     await agent("plan")
     phase("IMPLEMENTING")
@@ -244,20 +228,20 @@ async def raw_task(fx: Fixture, name: str, remote: Path) -> dict[str, float]:
     await git("reset", "--hard", "--quiet", sha)
     await git("clean", "-fd", "--quiet")
     await test()
+    await git("status", "--porcelain", "-z", "--untracked-files=all")
     phase("REVIEWING")
     await agent("review")
-    phase("CLEANUP")
-    await git("reset", "--soft", "--quiet", base)
-    await git("add", "--all")
-    await git("commit", "--quiet", "--allow-empty", "--no-verify", "-m", f"task {name}")
-    await git("rev-parse", "HEAD")
-    await git("push", "--quiet", "origin", f"HEAD:refs/heads/{branch}")
+    phase("CLEANUP")  # one commit of the approved tree on the base, as Git.squash makes it
+    tree = await git("rev-parse", f"{sha}^{{tree}}")
+    squashed = await git("commit-tree", tree, "-p", base, "-m", f"task {name}")
+    await git("reset", "--hard", "--quiet", squashed)
+    await git("push", "--quiet", "--force", "origin", f"HEAD:refs/heads/{branch}")
     await asyncio.to_thread(shutil.rmtree, task_dir, ignore_errors=True)
     phase("DONE")
     return {label: marks[i + 1][1] - t for i, (label, t) in enumerate(marks[:-1])}
 
 
-RAW_SUBPROCESSES = {"git": 20, "test": 2, "agent": 3}
+RAW_SUBPROCESSES = {"git": 23, "test": 2, "agent": 3}
 
 
 async def raw_sequential(
