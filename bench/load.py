@@ -62,6 +62,7 @@ from bench.webhook_ingest import (  # noqa: E402
     SECRET,
     RawClient,
     Server,
+    app_delivery,
     nimbus_argv,
     pct,
     progress,
@@ -891,7 +892,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return give_up(BenchError(f"no example payload at {PAYLOAD}"))
     if not AGENT_SCRIPT.is_file():
         return give_up(BenchError(f"no scripted agent at {AGENT_SCRIPT}"))
-    body = PAYLOAD.read_bytes()
+    body = app_delivery(PAYLOAD.read_bytes())
     root = Path(tempfile.mkdtemp(prefix="nimbus-load-bench-"))
     started = time.perf_counter()
     try:
@@ -901,8 +902,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(line)
         print(
             f"load:    {args.rate:g} webhook deliveries/s for {args.seconds:g} s"
-            f" ({round(args.rate * args.seconds)}; {PAYLOAD.parent.name}/{PAYLOAD.name},"
-            f" {len(body)} bytes), {args.tasks} tasks (NIMBUS_MAX_CONCURRENT_TASKS={args.tasks}),"
+            f" ({round(args.rate * args.seconds)}; {PAYLOAD.parent.name}/{PAYLOAD.name} with an"
+            f" installation, {len(body)} bytes), {args.tasks} tasks"
+            f" (NIMBUS_MAX_CONCURRENT_TASKS={args.tasks}),"
             f" {args.ws_clients} WebSocket followers, GET /tasks/{{id}}/ every"
             f" {PROBE_PERIOD * 1000:.0f} ms"
         )
