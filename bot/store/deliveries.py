@@ -58,8 +58,7 @@ class DeliveryLog:
         self._thread = ThreadPoolExecutor(1, thread_name_prefix="nimbus-deliveries")
         self._reader_thread = ThreadPoolExecutor(1, thread_name_prefix="nimbus-payloads")
         self._db = await self._call(self._connect)
-        self._reader = await self._read(self._connect)
-        self._reader.execute("PRAGMA query_only = ON")
+        self._reader = await self._read(self._connect, True)
 
     async def close(self) -> None:
         if self._writer is not None:
@@ -95,7 +94,7 @@ class DeliveryLog:
             self._committed()
         return result
 
-    def _connect(self) -> sqlite3.Connection:
+    def _connect(self, query_only: bool = False) -> sqlite3.Connection:
         db = sqlite3.connect(
             self.path,
             isolation_level=None,
@@ -105,6 +104,8 @@ class DeliveryLog:
         db.execute("PRAGMA foreign_keys = ON")
         db.execute("PRAGMA synchronous = NORMAL")
         defer_checkpoints(db)
+        if query_only:
+            db.execute("PRAGMA query_only = ON")
         return db
 
     def _transaction(self, work: Callable[[sqlite3.Connection], T]) -> T:
