@@ -7,8 +7,10 @@ it is the latency a lone sender sees (bench/webhook_ingest.py at 1 sender), not 
   stored       `SqliteStore.record_delivery`: the group commit on the deliveries' own thread, as
                `POST /github/webhooks` stores a delivery before it answers 202
   on the loop  the same transaction (`bot.store.deliveries._insert`, BEGIN IMMEDIATE ... COMMIT)
-               run on the event loop's thread itself: what Nimbus does not do, since a WAL write
-               can stall behind the disk and nothing may block the loop
+               run on the event loop's thread itself, taking turns with the store's writers and
+               yielding between calls as a server would: what Nimbus does not do
+  held         of 'on the loop', the commit alone: how long the loop could do nothing else, which
+               is why Nimbus does not (a WAL write can stall behind the disk or a checkpoint)
 
 The rounds alternate (hop, stored, on the loop, and again) so that drift hits all three.
 
