@@ -73,9 +73,21 @@ def new_repository(work: Path, files: dict[str, str]) -> None:
         path = work / name
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(text)
+    commit_all(work)
+
+
+def commit_all(work: Path) -> None:
+    """Make `work` a git repository whose one commit, on main, holds what is in it."""
     git("init", "-q", "-b", "main", cwd=work)
     git("add", "-A", cwd=work)
     git("commit", "-q", "-m", "initial", cwd=work)
+
+
+def bare_clone(work: Path) -> Path:
+    """A bare clone of `work` beside it (`remote.git`), standing in for the remote."""
+    bare = work.parent / "remote.git"
+    git("clone", "-q", "--bare", str(work), str(bare), cwd=work.parent)
+    return bare
 
 
 def make_repo(
@@ -98,9 +110,7 @@ def make_repo(
         **(files or {}),
     }
     new_repository(work, contents)
-    bare = root / "remote.git"
-    git("clone", "-q", "--bare", str(work), str(bare), cwd=root)
-    return bare
+    return bare_clone(work)
 
 
 # What the tests tell the scripted agent through the environment.

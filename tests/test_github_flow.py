@@ -11,7 +11,6 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
-import httpx2
 import pytest
 
 from bot.keys import hash_key
@@ -38,11 +37,7 @@ class GitHubWorld:
         self.server = server
 
     async def get(self, path: str) -> dict:
-        token = self.github.issue_token(1)
-        async with httpx2.AsyncClient(base_url=self.github.url) as client:
-            response = await client.get(path, headers={"Authorization": f"token {token}"})
-        assert response.status_code == 200, response.text
-        return response.json()
+        return await self.github.get(path)
 
     async def comment(self, number: int, body: str, user: str = "alice") -> str:
         """`user` comments on the issue; GitHub delivers issue_comment.created to Nimbus."""

@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 
 from bot.settings import Settings
-from tests.conftest import API_KEY, TEST_COMMAND, git
+from tests.conftest import API_KEY, TEST_COMMAND, bare_clone, commit_all, git
 from tests.fakes.github import FakeGitHub
 from tests.fakes.models import FakeOpenAI, Reply, ToolCall, running
 
@@ -103,12 +103,8 @@ def hostile_repository(root: Path, files: dict[str, str], executable: tuple[str,
             path.write_text(text)
         if name in executable:
             path.chmod(0o755)
-    git("init", "-q", "-b", "main", cwd=work)
-    git("add", "-A", cwd=work)
-    git("commit", "-q", "-m", "initial", cwd=work)
-    bare = root / "remote.git"
-    git("clone", "-q", "--bare", str(work), str(bare), cwd=root)
-    return bare
+    commit_all(work)
+    return bare_clone(work)
 
 
 BASE = {

@@ -16,7 +16,7 @@ from bot.agents.tools import CloneTools, ToolError
 from bot.errors import Unprocessable
 from bot.repo_config import RepoConfig
 from bot.repo_urls import normalize_repo_url
-from tests.conftest import Server, git, make_repo
+from tests.conftest import Server, bare_clone, commit_all, git, make_repo
 from tests.test_api import assert_error
 
 FAST_CONFIG = "test_command: 'true'\n"
@@ -157,12 +157,8 @@ def repository_with_links(root: Path, links: dict[str, str]) -> Path:
     for path, target in links.items():
         (work / path).parent.mkdir(parents=True, exist_ok=True)
         (work / path).symlink_to(target)
-    git("init", "-q", "-b", "main", cwd=work)
-    git("add", "-A", cwd=work)
-    git("commit", "-q", "-m", "initial", cwd=work)
-    bare = root / "remote.git"
-    git("clone", "-q", "--bare", str(work), str(bare), cwd=root)
-    return bare
+    commit_all(work)
+    return bare_clone(work)
 
 
 @pytest.mark.parametrize(

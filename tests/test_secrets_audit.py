@@ -301,11 +301,7 @@ class Hub:
         self.nimbus = nimbus
 
     async def get(self, path: str) -> dict:
-        token = self.github.issue_token(1)
-        async with httpx2.AsyncClient(base_url=self.github.url) as client:
-            response = await client.get(path, headers={"Authorization": f"token {token}"})
-        assert response.status_code == 200, response.text
-        return response.json()
+        return await self.github.get(path)
 
     async def comment(self, repo: str, number: int, body: str) -> None:
         owner, name = repo.split("/")

@@ -60,6 +60,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, unquote, urlencode
 
+import httpx2
 import jwt
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
@@ -693,6 +694,14 @@ class FakeGitHub(LoopbackServer):
         lifetime = self.token_lifetime if lifetime is None else lifetime
         self.tokens[token] = Token(token, installation_id, time.time() + lifetime)
         return token
+
+    async def get(self, path: str, installation_id: int = 1) -> Any:
+        """What GitHub's API answers to GET `path`, asked as an installation (as a test reads)."""
+        headers = {"Authorization": f"token {self.issue_token(installation_id)}"}
+        async with httpx2.AsyncClient(base_url=self.url) as client:
+            response = await client.get(path, headers=headers)
+        assert response.status_code == 200, response.text
+        return response.json()
 
     def expire_all_tokens(self) -> None:
         """Every token so far stops working, as if its hour had passed."""
