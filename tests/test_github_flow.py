@@ -405,3 +405,13 @@ async def test_a_plan_without_drafts_gets_a_normal_pull_request(world):
     await world.through_both_gates(github.add_issue("octo-org", "hello", "Add multiply"))
     (pull,) = github.pulls_of("octo-org", "hello")
     assert pull.draft is False
+
+
+async def test_a_plan_without_drafts_after_5xx_still_gets_a_normal_pull_request(world):
+    # The draft refusal came on the last try the 5xx left: the fallback has tries of its own.
+    github = world.github
+    github.repos["octo-org/hello"].drafts_supported = False
+    github.fail_next("POST", "/repos/*/pulls", 502, times=2)
+    task = await world.through_both_gates(github.add_issue("octo-org", "hello", "Add multiply"))
+    (pull,) = github.pulls_of("octo-org", "hello")
+    assert pull.draft is False and task["pr_url"].endswith(f"/pull/{pull.number}")

@@ -100,8 +100,8 @@ class GitHubForge:
         installation, full_name = _installation(repo)
         async with github_errors(f"cloning {full_name}"):
             gh = await self.app.api(installation)
-            info = await gh.getitem(f"/repos/{full_name}")
             # Cloned from where GitHub says the repository is (DESIGN §6).
+            info = await gh.getitem(f"/repos/{full_name}")
             url, branch = info["clone_url"], branch or info.get("default_branch")
             await self._git_with_token(
                 repo, lambda auth: self.git.clone(url, dest, branch, auth_header=auth)
@@ -147,7 +147,21 @@ class GitHubForge:
             "body": render.pr_body(task, _issue_number(task)),
             "draft": config.draft_pr,
         }
-        for attempt in range(_CREATE_ATTEMPTS):
+        try:
+            return await self._create_pr(gh, full_name, branch, data)
+        except BadRequest as exc:
+            if not data["draft"] or "draft" not in str(exc).lower():
+                raise PhaseError(f"GitHub refused the pull request: {exc}") from None
+        # The repository's plan has no draft pull requests: open a normal one.
+        try:
+            return await self._create_pr(gh, full_name, branch, {**data, "draft": False})
+        except BadRequest as exc:
+            raise PhaseError(f"GitHub refused the pull request: {exc}") from None
+
+    async def _create_pr(self, gh: Any, full_name: str, branch: str, data: dict) -> dict:
+        """POST the pull request; after a 5xx, the one GitHub opened anyway, or another try."""
+        attempts = 0
+        while True:
             try:
                 return await gh.post(f"/repos/{full_name}/pulls", data=data)
             except GitHubBroken:
@@ -155,15 +169,10 @@ class GitHubForge:
                 found = await self._existing_pr(gh, full_name, branch)
                 if found is not None:
                     return found
-                if attempt + 1 == _CREATE_ATTEMPTS:
+                attempts += 1
+                if attempts == _CREATE_ATTEMPTS:
                     raise
-                await asyncio.sleep(backoff(attempt, self.app.retry_base))
-            except BadRequest as exc:
-                if not data["draft"] or "draft" not in str(exc).lower():
-                    raise PhaseError(f"GitHub refused the pull request: {exc}") from None
-                # The repository's plan has no draft pull requests: open a normal one.
-                data = {**data, "draft": False}
-        raise AssertionError("unreachable")  # the last attempt returns or raises
+                await asyncio.sleep(backoff(attempts - 1, self.app.retry_base))
 
     async def _check_run(self, gh: Any, task: Task, full_name: str, sha: str) -> None:
         """The verification result on the PR's head commit."""
