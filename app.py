@@ -83,8 +83,10 @@ def create_app(settings: Settings | None = None, *, run_worker: bool = True) -> 
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         await services.runner.check_sandbox()
         if settings.sandbox == "bwrap" and not services.runner.isolated:
-            reason = services.runner.sandbox.reason if services.runner.sandbox else "no sandbox"
-            raise ConfigError(f"NIMBUS_SANDBOX=bwrap, but commands cannot be isolated: {reason}")
+            raise ConfigError(
+                "NIMBUS_SANDBOX=bwrap, but commands cannot be isolated:"
+                f" {services.runner.isolation}"
+            )
         await services.store.open()
         await services.store.ensure_workspace(DEFAULT_WORKSPACE, "default")
         if run_worker:

@@ -188,8 +188,7 @@ class Git:
         status = await self.run(["status", "--porcelain", "-z", "--untracked-files=all"], cwd=cwd)
         changed = [entry[3:] for entry in status.stdout.split("\0") if len(entry) > 3]
         if changed:
-            await self.run(["reset", "--hard", "--quiet"], cwd=cwd)
-            await self.run(["clean", "-d", "--force", "--quiet"], cwd=cwd)
+            await self.reset_to(cwd, "HEAD")
         return changed
 
     async def diff(self, cwd: Path, base: str, head: str = "HEAD") -> str:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import re
 import traceback
+import weakref
 from collections.abc import Iterable
 from typing import Any
 
@@ -42,18 +43,24 @@ class Redactor:
         return value
 
 
-_log_redactors: list[Redactor] = []
+# Held weakly: an app's redactor masks logs while the app lives, and goes with it (a process
+# that builds app after app, as the tests do, would otherwise mask with every past one).
+_log_redactors: weakref.WeakSet[Redactor] = weakref.WeakSet()
+_factory_installed = False
 
 
 def redact_logs(redactor: Redactor) -> None:
     """Mask every log record of this process as it is made, whatever logger or handler.
 
     A record factory rather than a handler filter: uvicorn's loggers, the test runner's capture
-    and handlers added later all get the masked text, exception tracebacks included.
+    and handlers added later all get the masked text, exception tracebacks included. The caller
+    keeps `redactor` alive for as long as it should apply.
     """
-    if not _log_redactors:
+    global _factory_installed
+    if not _factory_installed:
         logging.setLogRecordFactory(_masking_factory(logging.getLogRecordFactory()))
-    _log_redactors.append(redactor)
+        _factory_installed = True
+    _log_redactors.add(redactor)
 
 
 def _masking_factory(make: Any) -> Any:
@@ -75,6 +82,6 @@ def _masking_factory(make: Any) -> Any:
 
 
 def _mask_all(text: str) -> str:
-    for redactor in _log_redactors:
+    for redactor in list(_log_redactors):
         text = redactor.text(text)
     return text

@@ -95,14 +95,18 @@ class Runner:
         """Whether confined commands run inside bwrap (else only limited and scrubbed)."""
         return self.sandbox is not None and self.sandbox.isolated
 
+    @property
+    def isolation(self) -> str:
+        """How confined commands run, or why they are not isolated."""
+        return self.sandbox.reason if self.sandbox is not None else "no sandbox"
+
     async def check_sandbox(self) -> None:
         """Find out once whether bwrap works here (a container may forbid its namespaces)."""
         if self.sandbox is None:
             return
         probe = self.sandbox.probe_argv()
         if probe is None:
-            why = "bwrap is not installed" if self.sandbox.mode != "off" else "turned off"
-            self.sandbox.checked(False, why)
+            self.sandbox.checked(False, "bwrap is not installed")
             return
         result = await self._run(probe, cwd=Path("/"), timeout=10, env=self.server_env)
         detail = (result.stderr.strip() or f"exit code {result.exit_code}")[:300]

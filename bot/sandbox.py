@@ -70,7 +70,6 @@ class Confinement:
     network: bool = False
     # Granted by the configuration: never a way into what Nimbus hides.
     writable: tuple[Path, ...] = ()
-    readable: tuple[Path, ...] = ()
     # Nimbus's own files for this command (a command agent's prompt and plan), read-only.
     inputs: tuple[Path, ...] = ()
 
@@ -147,7 +146,7 @@ class Sandbox:
     ) -> list[str]:
         """The command line that runs `argv` confined (only limited, when not isolated)."""
         wrapped = list(argv)
-        if self.isolated and self.bwrap:
+        if self.isolated:
             wrapped = [*self._bwrap_args(confinement, home, tmp, path, argv), "--", *argv]
         if self.prlimit:
             limits = [
@@ -179,8 +178,6 @@ class Sandbox:
         for entry in _programs(argv, path):
             if _under(entry, Path("/tmp")) and not self._is_hidden(entry):
                 args += ["--ro-bind-try", str(entry), str(entry)]
-        for extra in confinement.readable:
-            args += ["--ro-bind-try", str(extra), str(extra)]
         for extra in confinement.writable:
             args += ["--bind-try", str(extra), str(extra)]
         # Hidden after what was granted: a path granted inside the data folder stays hidden.

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from bot.errors import ConfigError
+from bot.sandbox import MODES as SANDBOX_MODES
 
 DEFAULT_GIT_AUTHOR = "Nimbus <nimbus@localhost>"
 
@@ -167,7 +168,7 @@ class Settings:
             github_api_url=(r.str("NIMBUS_GITHUB_API_URL") or "https://api.github.com").rstrip("/"),
             log_level=(r.str("NIMBUS_LOG_LEVEL") or "info").lower(),
             github_private_key_path=r.path("NIMBUS_GITHUB_PRIVATE_KEY_PATH"),
-            sandbox=r.choice("NIMBUS_SANDBOX", ("auto", "bwrap", "off"), "auto"),
+            sandbox=r.choice("NIMBUS_SANDBOX", SANDBOX_MODES, "auto"),
             sandbox_memory_mb=r.int("NIMBUS_SANDBOX_MEMORY_MB", 8192, minimum=64),
             sandbox_file_mb=r.int("NIMBUS_SANDBOX_FILE_MB", 4096, minimum=1),
             sandbox_processes=r.int("NIMBUS_SANDBOX_PROCESSES", 1024, minimum=8),

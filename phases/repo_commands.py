@@ -15,10 +15,9 @@ async def run_shell(
     """Run a command line from the repository's configuration with `sh -c`, in the sandbox."""
     runner = ctx.services.runner
     if not runner.isolated:
-        reason = runner.sandbox.reason if runner.sandbox else "no sandbox"
         await ctx.log(
-            f"warning: `{command}` runs WITHOUT isolation ({reason}): it can read what Nimbus"
-            " can read and reach the network"
+            f"warning: `{command}` runs WITHOUT isolation ({runner.isolation}): it can read what"
+            " Nimbus can read and reach the network"
         )
     policy = EnvPolicy(home=ctx.home, extra={"CI": "true", "NIMBUS_TASK_ID": ctx.task.id})
     return await runner.run(

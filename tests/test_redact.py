@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import gc
+import logging
+
 import pytest
 
-from bot.redact import MASK, Redactor
+from bot.redact import MASK, Redactor, redact_logs
 
 TOKEN = "ghs_0123456789abcdefABCDEF"
 
@@ -104,3 +107,18 @@ def test_redacting_does_not_change_the_original():
     value = {"a": [TOKEN]}
     Redactor([TOKEN]).value(value)
     assert value == {"a": [TOKEN]}
+
+
+def test_log_records_are_masked_by_the_redactors_still_in_use():
+    live, gone = Redactor(["live-secret-1"]), Redactor(["gone-secret-2"])
+    redact_logs(live)
+    redact_logs(gone)
+    record = logging.getLogRecordFactory()
+    masked = record(
+        "t", logging.INFO, __file__, 1, "%s %s", ("live-secret-1", "gone-secret-2"), None
+    )
+    assert masked.getMessage() == "*** ***"
+    del gone
+    gc.collect()  # its app is gone: its secrets are no longer this process's to hide
+    kept = record("t", logging.INFO, __file__, 1, "%s %s", ("live-secret-1", "gone-secret-2"), None)
+    assert kept.getMessage() == "*** gone-secret-2"
