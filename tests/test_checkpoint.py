@@ -82,11 +82,3 @@ async def test_a_checkpoint_after_writes_copies_the_whole_wal(store):
     await record(store, 100)
     busy, frames, copied = await store._checkpointer.checkpoint()
     assert busy == 0 and frames == copied > 0
-
-
-async def test_a_restart_lets_the_next_write_start_the_wal_from_its_beginning(store):
-    await record(store, 100)
-    await store._checkpointer.checkpoint(restart=True)
-    await record(store, 1, prefix="after")
-    frames, _ = wal_frames(store.path)
-    assert frames < 50  # one delivery's pages, not the 100 before it as well

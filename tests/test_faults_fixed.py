@@ -13,7 +13,7 @@ from collections import Counter
 import pytest
 
 from bot.keys import hash_key
-from tests.test_faults import small_file_system
+from tests.test_faults import small_file_system, statuses
 from tests.test_github_flow import github_world
 
 KEY = "gh-1-key-0123456789"
@@ -57,6 +57,9 @@ async def test_a_pull_request_github_did_not_open_before_its_5xx_is_opened_after
     task = await api_task(world, repo_id)
     assert (task["status"], task["error"]) == ("completed", None), task
     assert len(world.github.pulls_of("octo-org", "hello")) == 1
+    # Created again only after looking: the 502, a look that found nothing, then the 201.
+    assert statuses(world.github, "POST", "/repos/*/pulls") == [502, 201]
+    assert len(statuses(world.github, "GET", "/repos/*/pulls")) == 2  # before, and after the 502
 
 
 async def test_a_5xx_while_minting_an_installation_token_is_retried(world):
@@ -66,6 +69,7 @@ async def test_a_5xx_while_minting_an_installation_token_is_retried(world):
     world.github.fail_next("POST", "/app/installations/*/access_tokens", 502)
     task = await api_task(world, repo_id)
     assert (task["status"], task["error"]) == ("completed", None), task
+    assert statuses(world.github, "POST", "/app/installations/*/access_tokens")[-2:] == [502, 201]
 
 
 async def test_github_down_fails_the_task_saying_so_not_as_an_internal_error(world):

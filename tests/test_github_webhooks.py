@@ -6,6 +6,7 @@ import asyncio
 import hashlib
 import hmac
 import json
+import time
 import uuid
 from pathlib import Path
 
@@ -183,12 +184,9 @@ async def test_a_backlog_is_processed_once_each(github_server):
     await asyncio.gather(
         *(github_server.client.post("/github/webhooks", content=b, headers=h) for b, h in sent)
     )
+    await until_processed(github_server, 40)
     store = github_server.app.state.services.store
-    for _ in range(200):
-        rows = await store._fetchall("SELECT processed_us, attempts, error FROM webhook_deliveries")
-        if all(r["processed_us"] for r in rows):
-            break
-        await asyncio.sleep(0.05)
+    rows = await store._fetchall("SELECT processed_us, attempts, error FROM webhook_deliveries")
     assert len(rows) == 40
     assert all(r["processed_us"] and r["attempts"] == 1 and r["error"] is None for r in rows)
 
@@ -226,7 +224,9 @@ async def test_processing_waits_while_deliveries_are_being_received(github_serve
 
 async def test_a_flood_of_receipts_slows_processing_but_does_not_stop_it(github_server):
     worker = github_server.app.state.deliveries
+    worker.give_way = 0.1
     sent = [delivery("issue_comment", "created.payload.json") for _ in range(20)]
+    started = time.monotonic()
     with worker.receiving():  # never quiet while these are processed
         for body, headers in sent:
             answer = await github_server.client.post(
@@ -234,3 +234,5 @@ async def test_a_flood_of_receipts_slows_processing_but_does_not_stop_it(github_
             )
             assert answer.status_code == 202
         await until_processed(github_server, 20)
+    # Slowed: each delivery waited its turn in vain (a lower bound, not a speed).
+    assert time.monotonic() - started >= 19 * worker.give_way

@@ -92,11 +92,11 @@ class Checkpointer:
         """Called after a commit: a checkpoint runs within the interval."""
         self._written.set()
 
-    async def checkpoint(self, *, restart: bool = False) -> tuple[int, int, int]:
+    async def checkpoint(self) -> tuple[int, int, int]:
         """Copy the WAL into the database: (busy, frames in the WAL, frames copied).
 
         While writes go on, the WAL is copied but not started again, unless it has grown past
-        RESTART_FRAMES or `restart` is asked.
+        RESTART_FRAMES.
         """
         before = 0
         for _ in range(MAX_PASSES):
@@ -104,7 +104,7 @@ class Checkpointer:
             if busy or copied - before <= FINISH_FRAMES:
                 break
             before = copied
-        if busy or (frames < RESTART_FRAMES and not restart):
+        if busy or frames < RESTART_FRAMES:
             # When writes pause, a pass copies it all and the next write starts it again.
             return busy, frames, copied
         # The pass that completes the WAL syncs the database file: what the passes above
