@@ -31,6 +31,10 @@ if _TOOLCHAIN not in os.environ.get("PATH", "").split(os.pathsep):
     os.environ["PATH"] = os.pathsep.join([_TOOLCHAIN, os.environ.get("PATH", "")])
 AGENT_SCRIPT = Path(__file__).parent / "agents" / "scripted_agent.py"
 TEST_COMMAND = f"{sys.executable} -m pytest -q -p no:cacheprovider"
+# For tests that need a repository but not its tests: a test command that passes at once.
+FAST_CONFIG = "test_command: 'true'\n"
+# The test clients' own loggers: records a test leaves out when it checks what the server logged.
+CLIENT_LOGGERS = ("httpx2", "httpcore2", "websockets.client")
 
 # name -> environment of the scripted agent (tests/agents/scripted_agent.py)
 AGENTS: dict[str, dict[str, str]] = {

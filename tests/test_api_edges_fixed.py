@@ -9,11 +9,8 @@ import pytest
 import websockets
 from websockets.exceptions import InvalidStatus
 
-from tests.conftest import API_KEY, make_repo
+from tests.conftest import API_KEY, CLIENT_LOGGERS, FAST_CONFIG, make_repo
 from tests.test_api import assert_error
-
-FAST_CONFIG = "test_command: 'true'\n"
-CLIENT_LOGGERS = ("httpx2", "httpcore2", "websockets.client")
 
 
 @pytest.fixture

@@ -29,7 +29,15 @@ import websockets
 from websockets.exceptions import InvalidStatus
 
 from bot.keys import hash_key
-from tests.conftest import API_KEY, Server, make_repo, make_settings, servers
+from tests.conftest import (
+    API_KEY,
+    CLIENT_LOGGERS,
+    FAST_CONFIG,
+    Server,
+    make_repo,
+    make_settings,
+    servers,
+)
 from tests.test_github_flow import GitHubWorld, github_world
 from tests.test_github_reviews import KEY as GITHUB_KEY
 from tests.test_github_reviews import MULTIPLY, PR_URL, registered
@@ -43,8 +51,6 @@ CALLERS: dict[str, dict[str, str]] = {
     "other-workspace": {"X-API-Key": OTHER_KEY},
     "right-key": {"X-API-Key": API_KEY},
 }
-FAST_CONFIG = "test_command: 'true'\n"
-CLIENT_LOGGERS = ("httpx2", "httpcore2", "websockets.client")
 # Calls that move a task: the right key's call gets a task of its own at this gate.
 MOVES = {
     "approve": "plan",

@@ -16,12 +16,11 @@ from typing import Any
 import pytest
 
 from bot.github.webhooks import WEBHOOK_BODY_LIMIT
-from tests.conftest import Server, make_repo
+from tests.conftest import FAST_CONFIG, Server, make_repo
 from tests.test_api import assert_error
 from tests.test_github_webhooks import SECRET, sign
 
 MIB = 1024 * 1024
-FAST_CONFIG = "test_command: 'true'\n"
 
 
 async def streamed(head: bytes, filler: int, tail: bytes) -> AsyncIterator[bytes]:

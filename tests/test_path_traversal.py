@@ -16,10 +16,9 @@ from bot.agents.tools import CloneTools, ToolError
 from bot.errors import Unprocessable
 from bot.repo_config import RepoConfig
 from bot.repo_urls import normalize_repo_url
-from tests.conftest import Server, bare_clone, commit_all, git, make_repo
+from tests.conftest import FAST_CONFIG, Server, bare_clone, commit_all, git, make_repo
 from tests.test_api import assert_error
 
-FAST_CONFIG = "test_command: 'true'\n"
 SECRET = "TOP SECRET: a file of the server"
 
 

@@ -27,14 +27,13 @@ from schemathesis.specs.openapi.checks import (
 )
 
 from bot.api.openapi import build_openapi
-from tests.conftest import API_KEY, make_repo, make_settings, servers
+from tests.conftest import API_KEY, FAST_CONFIG, make_repo, make_settings, servers
 from tests.test_github_webhooks import SECRET, sign
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
 # About 25 requests per operation, most of them fitting the schema.
 EXAMPLES = {GenerationMode.POSITIVE: 15, GenerationMode.NEGATIVE: 10}
-FAST_CONFIG = "test_command: 'true'\n"
 GITHUB_REPO = "https://github.com/octo/calc"
 
 
