@@ -36,7 +36,7 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 from bench.common import cpu_model, leave_scratch  # noqa: E402
-from bot.store.checkpoint import defer_checkpoints  # noqa: E402
+from bot.store.checkpoint import connect  # noqa: E402
 from bot.store.deliveries import _insert  # noqa: E402  (the transaction itself, to run inline)
 from bot.store.sqlite import SqliteStore  # noqa: E402
 
@@ -61,9 +61,7 @@ async def measure(root: Path, calls: int, rounds: int) -> dict[str, list[float]]
     store = SqliteStore(root / "nimbus.db")
     await store.open()
     pool = ThreadPoolExecutor(1)
-    inline = sqlite3.connect(root / "nimbus.db", isolation_level=None, timeout=10)
-    inline.execute("PRAGMA synchronous = NORMAL")
-    defer_checkpoints(inline)
+    inline = connect(root / "nimbus.db", busy_timeout_ms=10_000)
     loop = asyncio.get_running_loop()
 
     async def hop() -> None:

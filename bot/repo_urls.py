@@ -9,12 +9,12 @@ from urllib.parse import urlsplit
 from bot.errors import Unprocessable
 
 _SCP_LIKE = re.compile(r"^[A-Za-z0-9._-]+@[A-Za-z0-9.-]+:[^\s]+$")
-_BRANCH = re.compile(r"^(?!-)(?!.*\.\.)[A-Za-z0-9._/-]{1,200}\Z")  # \Z: no final newline
+_BRANCH = re.compile(r"(?!-)(?!.*\.\.)[A-Za-z0-9._/-]{1,200}")
 
 
 def valid_branch(name: str) -> bool:
     """What `git check-ref-format --branch` accepts, for the characters Nimbus allows."""
-    if not _BRANCH.match(name):
+    if not _BRANCH.fullmatch(name):
         return False
     return all(
         part and not part.startswith(".") and not part.endswith((".lock", "."))

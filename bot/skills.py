@@ -7,14 +7,14 @@ from pathlib import Path
 
 from bot.errors import PhaseError
 
-SKILL_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}\Z")  # \Z: no final newline
+SKILL_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 REPO_SKILLS_DIR = ".nimbus/skills"
 # A skill is instructions, not a document: anything longer is cut.
 _MAX_SKILL_BYTES = 64 * 1024
 
 
 def valid_skill_name(name: str) -> bool:
-    return bool(SKILL_NAME.match(name)) and ".." not in name
+    return bool(SKILL_NAME.fullmatch(name)) and ".." not in name
 
 
 class Skills:

@@ -45,9 +45,22 @@ RESTART_FRAMES = 4096
 NICE = 10
 
 
-def defer_checkpoints(db: sqlite3.Connection) -> None:
-    """Leave checkpoints on this connection to the checkpointer, but for the backstop."""
-    db.execute(f"PRAGMA wal_autocheckpoint = {BACKSTOP_PAGES}")
+# Every connection to the store's file: checkpoints left to the checkpointer, but for the backstop.
+PRAGMAS = (
+    "PRAGMA foreign_keys = ON",
+    "PRAGMA synchronous = NORMAL",
+    f"PRAGMA wal_autocheckpoint = {BACKSTOP_PAGES}",
+)
+
+
+def connect(path: Path, busy_timeout_ms: int) -> sqlite3.Connection:
+    """A connection to the store's file, for the one thread that will use and close it."""
+    db = sqlite3.connect(
+        path, isolation_level=None, check_same_thread=False, timeout=busy_timeout_ms / 1000
+    )
+    for pragma in PRAGMAS:
+        db.execute(pragma)
+    return db
 
 
 class Checkpointer:
@@ -58,12 +71,12 @@ class Checkpointer:
         path: Path,
         *,
         busy_timeout_ms: int,
-        write_lock: asyncio.Lock | None = None,
+        write_lock: asyncio.Lock,
         interval: float = INTERVAL,
     ) -> None:
         self.path = path
         # The store's writers take this lock for every write transaction.
-        self._write_lock = write_lock or asyncio.Lock()
+        self._write_lock = write_lock
         self.busy_timeout_ms = busy_timeout_ms
         self.interval = interval
         self._db: sqlite3.Connection | None = None
@@ -121,15 +134,7 @@ class Checkpointer:
 
     def _connect(self) -> None:
         _lower_priority()
-        db = sqlite3.connect(
-            self.path,
-            isolation_level=None,
-            check_same_thread=False,  # opened, used and closed on the one thread
-            timeout=self.busy_timeout_ms / 1000,
-        )
-        db.execute("PRAGMA synchronous = NORMAL")
-        defer_checkpoints(db)
-        self._db = db
+        self._db = connect(self.path, self.busy_timeout_ms)
 
     def _passive(self) -> tuple[int, int, int]:
         assert self._db is not None, "checkpointer is not started"

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import TypeVar
 
 from bot.models import now_us
-from bot.store.checkpoint import defer_checkpoints
+from bot.store.checkpoint import connect
 
 T = TypeVar("T")
 
@@ -34,8 +34,8 @@ class DeliveryLog:
         path: Path,
         *,
         busy_timeout_ms: int,
-        write_lock: asyncio.Lock | None = None,
-        committed: Callable[[], None] | None = None,
+        write_lock: asyncio.Lock,
+        committed: Callable[[], None],
     ) -> None:
         self.path = path
         # Told after every commit (the store's checkpointer), on the event loop.
@@ -44,7 +44,7 @@ class DeliveryLog:
         # The store's own writer takes turns with this one through this lock: SQLite's busy
         # handler only polls, and left to it a delivery lost the race to back-to-back task
         # writes for over a second (bench/load.py); the lock queues them fairly instead.
-        self._write_lock = write_lock or asyncio.Lock()
+        self._write_lock = write_lock
         self._db: sqlite3.Connection | None = None
         self._thread: ThreadPoolExecutor | None = None
         # Payloads are read on a connection and thread of their own, after the lease is
@@ -90,20 +90,11 @@ class DeliveryLog:
             # Shielded: the lock is held until the transaction is over, cancelled or not. A
             # caller that is never cancelled spares the task it takes (a turn of the loop).
             result = await (asyncio.shield(done) if shield else done)
-        if self._committed is not None:
-            self._committed()
+        self._committed()
         return result
 
     def _connect(self, query_only: bool = False) -> sqlite3.Connection:
-        db = sqlite3.connect(
-            self.path,
-            isolation_level=None,
-            check_same_thread=False,  # opened and used on the one thread, closed there too
-            timeout=self.busy_timeout_ms / 1000,
-        )
-        db.execute("PRAGMA foreign_keys = ON")
-        db.execute("PRAGMA synchronous = NORMAL")
-        defer_checkpoints(db)
+        db = connect(self.path, self.busy_timeout_ms)
         if query_only:
             db.execute("PRAGMA query_only = ON")
         return db

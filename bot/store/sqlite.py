@@ -12,7 +12,7 @@ import aiosqlite
 
 from bot.models import Event, NewEvent, Repo, Task, Workspace, new_id, now_us
 from bot.store import TASK_COLUMNS
-from bot.store.checkpoint import BACKSTOP_PAGES, Checkpointer
+from bot.store.checkpoint import PRAGMAS, Checkpointer
 from bot.store.deliveries import DeliveryLog
 from bot.store.migrations import MIGRATIONS
 from phases.machine import WORKING, Gate, Outcome, Phase, status_for
@@ -104,10 +104,8 @@ class SqliteStore:
         conn = await aiosqlite.connect(self.path, isolation_level=None)
         conn.row_factory = aiosqlite.Row
         await conn.execute(f"PRAGMA busy_timeout = {self.busy_timeout_ms}")
-        await conn.execute("PRAGMA foreign_keys = ON")
-        await conn.execute("PRAGMA synchronous = NORMAL")
-        # Checkpoints run on the checkpointer's thread, not inside this connection's commits.
-        await conn.execute(f"PRAGMA wal_autocheckpoint = {BACKSTOP_PAGES}")
+        for pragma in PRAGMAS:  # checkpoints among them: left to the checkpointer's thread
+            await conn.execute(pragma)
         return conn
 
     async def open(self) -> None:
