@@ -57,8 +57,6 @@ class Worker:
         self.settings = services.settings
         self.name = self.settings.worker_name
         self._running: dict[str, asyncio.Task[None]] = {}
-        # When each running task's lease was last renewed (time.monotonic()).
-        self._renewed: dict[str, float] = {}
         # The repository of each running task, read once per claim.
         self._repos: dict[str, Repo] = {}
         self._loop: asyncio.Task[None] | None = None
@@ -109,9 +107,7 @@ class Worker:
                 # Our own lease ran out while a phase was still at work here, and the claim
                 # renewed it: that run goes on; a second one would share its clone.
                 log.warning("task %s: its lease ran out while it ran here; renewed", task.id)
-                self._renewed[task.id] = time.monotonic()
                 continue
-            self._renewed[task.id] = time.monotonic()
             job = asyncio.create_task(self._drive(task), name=f"nimbus-{task.id}")
             self._running[task.id] = job
 
@@ -137,7 +133,6 @@ class Worker:
         finally:
             self._running.pop(task.id, None)
             self._repos.pop(task.id, None)
-            self._renewed.pop(task.id, None)
             with contextlib.suppress(Exception):
                 await asyncio.shield(self._release(task.id))
             self.services.events.activity.set()
@@ -182,9 +177,11 @@ class Worker:
 
     async def _supervise(self, task: Task, job: asyncio.Task[Step]) -> Step:
         """Await the phase, renewing the lease and stopping it on a cancel or a lost lease."""
-        # Renewed a third of the way through the lease, counted from the last renewal of the
-        # task (phases short and many must not let it lapse), and checked often enough for that.
-        renew_every = self.settings.lease_seconds / 3
+        # Renewed once a third of the lease has passed since it was last extended (by a claim, a
+        # renewal or any step forward: phases short and many must not let it lapse), and
+        # checked often enough for that.
+        lease = self.settings.lease_seconds
+        renew_every = lease / 3
         check_every = min(_CHECK_SECONDS, renew_every / 2)
         try:
             while not job.done():
@@ -196,11 +193,11 @@ class Worker:
                 if job.done():
                     break
                 latest = await self.services.store.get_task(task.id)
-                if time.monotonic() >= self._renewed.get(task.id, 0.0) + renew_every:
+                left = (latest.lease_expires or 0.0) - time.time() if latest else 0.0
+                if latest is not None and left < lease - renew_every:
                     latest = await self.services.store.renew_lease(
-                        task.id, self.name, time.time() + self.settings.lease_seconds
+                        task.id, self.name, time.time() + lease
                     )
-                    self._renewed[task.id] = time.monotonic()
                 if latest is None or latest.lease_owner != self.name:
                     raise _Stop("lost")
                 if latest.cancel_requested and task.phase != Phase.CLEANUP:
@@ -218,7 +215,6 @@ class Worker:
         if "lease_owner" not in changes:
             # Every step forward renews the lease it was taken under.
             changes = {**changes, "lease_expires": time.time() + self.settings.lease_seconds}
-            self._renewed[task.id] = time.monotonic()
         updated = await self.services.events.change(
             task.id,
             expect={"lease_owner": self.name, "phase": task.phase},
