@@ -111,7 +111,7 @@ async def test_each_phase_runs_once_when_no_phase_outlasts_a_lease_renewal(
     task = await server.until_ended(task["id"])
     assert task["status"] == "completed", task
     # The premise: the task outlived its lease, so only renewals kept it (not a speed check).
-    assert time.monotonic() - started_at > 2 * server.settings.lease_seconds
+    assert time.monotonic() - started_at > server.settings.lease_seconds
     logs = Counter(
         e["message"].split(":")[0]
         for e in await server.events(task["id"])
